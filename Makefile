@@ -1,0 +1,52 @@
+# heapline: two commands on a fresh Debian/Ubuntu machine.
+#   make demo   install what is needed, build the workloads, record one, print where the results are
+#   make test   install what is needed, run the whole test suite
+PYTHON_SYS ?= /usr/bin/python3
+VENV       := .venv
+PY         := $(VENV)/bin/python
+APT_PKGS   := python3-bpfcc python3-venv strace gcc make linux-headers-$(shell dpkg --print-architecture 2>/dev/null || echo amd64)
+SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test deps system-deps venv workloads lint clean
+
+demo: deps workloads
+	@mkdir -p out
+	$(SUDO) $(VENV)/bin/heapline record -o out/phases.trace -- workloads/bin/phases
+	$(VENV)/bin/heapline summary out/phases.trace | tee out/phases.summary.txt
+	$(VENV)/bin/heapline summary out/phases.trace --json > out/phases.summary.json
+	@echo "trace:   out/phases.trace"
+	@echo "summary: out/phases.summary.txt and out/phases.summary.json"
+
+test: deps workloads
+	$(PY) -m ruff check tracer viz tests bench
+	$(PY) -m pytest -q -rs
+
+deps: system-deps venv
+
+# Debian's python3-bpfcc carries bcc's Python bindings (they are not on PyPI).
+system-deps:
+	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+$(VENV)/.done: pyproject.toml
+	$(PYTHON_SYS) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	ln -sfn $$($(PYTHON_SYS) -c 'import bcc, os; print(os.path.dirname(bcc.__file__))') \
+		$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/bcc
+	touch $@
+
+venv: $(VENV)/.done
+
+workloads:
+	$(MAKE) -s -C workloads
+
+lint: venv
+	$(PY) -m ruff check tracer viz tests bench
+
+clean:
+	rm -rf $(VENV) out
+	$(MAKE) -s -C workloads clean

@@ -1,0 +1,46 @@
+// Shared definitions of heapline's BPF programs. struct event mirrors
+// tracer/events.py EVENT_DTYPE byte for byte; change both together.
+#pragma once
+
+#define K_BRK 1
+#define K_MMAP 2
+#define K_MUNMAP 3
+#define K_MREMAP 4
+#define K_MADVISE 5
+#define K_MPROTECT 6
+#define K_FORK 16
+#define K_EXEC 17
+#define K_EXIT 18
+#define K_RSS 19
+
+#define TRACE_ACTIVE 1
+#define TRACE_PENDING_EXEC 2
+
+#define CLONE_THREAD_FLAG 0x00010000ULL
+#define SIGCHLD_FLAGS 17ULL
+#define VFORK_FLAGS (0x00004000ULL | 0x00000100ULL | 17ULL)  // CLONE_VFORK | CLONE_VM | SIGCHLD
+
+struct event {
+    u64 ts;    // CLOCK_MONOTONIC ns at syscall entry (or at the event)
+    u64 dur;   // ns from syscall entry to exit
+    u32 pid;   // tgid
+    u32 tid;
+    u16 kind;
+    u16 aux;
+    u32 cpu;
+    u64 a[6];
+    s64 ret;
+};
+
+struct pending {
+    u64 ts;
+    u64 a[6];
+    u16 kind;
+};
+
+struct rss_state {
+    s64 bytes[4];  // indexed by MM_FILEPAGES, MM_ANONPAGES, MM_SWAPENTS, MM_SHMEMPAGES
+    u64 last_update;
+    u64 last_emit;
+    u32 pid;
+};

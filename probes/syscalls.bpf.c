@@ -1,0 +1,266 @@
+// heapline: memory syscalls, process lifecycle and RSS of one process tree.
+//
+// Compiled by bcc. The Python side defines:
+//   RINGBUF_PAGES     size of the event ring buffer in pages (power of two)
+//   RSS_INTERVAL_NS   at most one RSS record per address space per this interval
+//   FOLLOW_CHILDREN   1 to trace fork()ed children too
+//
+// Filtering happens here: only tasks whose tgid is in `traced` produce records.
+// Each record is a fixed-size struct event (mirrors tracer/events.py EVENT_DTYPE),
+// submitted without waking the consumer; user space drains the ring on a timer.
+
+#include "heapline.h"
+
+BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+
+// tgid -> TRACE_ACTIVE, or TRACE_PENDING_EXEC for a launched child held before execve
+BPF_HASH(traced, u32, u8, 65536);
+// tid -> the syscall in flight (entry time and arguments)
+BPF_HASH(inflight, u32, struct pending, 65536);
+// tid -> clone flags of a fork/clone in flight
+BPF_HASH(cloning, u32, u64, 65536);
+// tgid -> exit_group() status
+BPF_HASH(exit_codes, u32, s32, 65536);
+// rss_stat's mm_id -> tgid, and the latest counters of that address space
+BPF_TABLE("lru_hash", u32, u32, mm_owner, 16384);
+BPF_TABLE("lru_hash", u32, struct rss_state, rss_state, 16384);
+// events that could not be recorded (ring full, map full), per CPU
+BPF_PERCPU_ARRAY(lost, u64, 1);
+
+static __always_inline void count_lost(void) {
+    int zero = 0;
+    u64 *n = lost.lookup(&zero);
+    if (n)
+        (*n)++;
+}
+
+static __always_inline int is_active(u32 tgid) {
+    u8 *st = traced.lookup(&tgid);
+    return st && *st == TRACE_ACTIVE;
+}
+
+static __always_inline int enter(u16 kind, u64 a0, u64 a1, u64 a2, u64 a3, u64 a4, u64 a5) {
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32, tid = (u32)id;
+    if (!is_active(tgid))
+        return 0;
+    struct pending p = {};
+    p.ts = bpf_ktime_get_ns();
+    p.kind = kind;
+    p.a[0] = a0; p.a[1] = a1; p.a[2] = a2; p.a[3] = a3; p.a[4] = a4; p.a[5] = a5;
+    if (inflight.update(&tid, &p))
+        count_lost();
+    return 0;
+}
+
+static __always_inline int leave(u16 kind, long ret) {
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tid = (u32)id;
+    struct pending *p = inflight.lookup(&tid);
+    if (!p)
+        return 0;
+    if (p->kind != kind) {
+        inflight.delete(&tid);
+        return 0;
+    }
+    struct event *e = events.ringbuf_reserve(sizeof(struct event));
+    if (!e) {
+        count_lost();
+        inflight.delete(&tid);
+        return 0;
+    }
+    u64 now = bpf_ktime_get_ns();
+    e->ts = p->ts;
+    e->dur = now - p->ts;
+    e->pid = id >> 32;
+    e->tid = tid;
+    e->kind = kind;
+    e->aux = 0;
+    e->cpu = bpf_get_smp_processor_id();
+    e->a[0] = p->a[0]; e->a[1] = p->a[1]; e->a[2] = p->a[2];
+    e->a[3] = p->a[3]; e->a[4] = p->a[4]; e->a[5] = p->a[5];
+    e->ret = ret;
+    events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+    inflight.delete(&tid);
+    return 0;
+}
+
+// An event that is not a syscall (lifecycle, RSS): emitted at once.
+static __always_inline void emit(u16 kind, u32 pid, u32 tid, u64 a0, u64 a1, u64 a2, u64 a3) {
+    struct event *e = events.ringbuf_reserve(sizeof(struct event));
+    if (!e) {
+        count_lost();
+        return;
+    }
+    e->ts = bpf_ktime_get_ns();
+    e->dur = 0;
+    e->pid = pid;
+    e->tid = tid;
+    e->kind = kind;
+    e->aux = 0;
+    e->cpu = bpf_get_smp_processor_id();
+    e->a[0] = a0; e->a[1] = a1; e->a[2] = a2; e->a[3] = a3; e->a[4] = 0; e->a[5] = 0;
+    e->ret = 0;
+    events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+}
+
+// ---- memory syscalls ------------------------------------------------------------------
+
+TRACEPOINT_PROBE(syscalls, sys_enter_brk) {
+    return enter(K_BRK, args->brk, 0, 0, 0, 0, 0);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_brk) { return leave(K_BRK, args->ret); }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_mmap) {
+    return enter(K_MMAP, args->addr, args->len, args->prot, args->flags, args->fd, args->off);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_mmap) { return leave(K_MMAP, args->ret); }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_munmap) {
+    return enter(K_MUNMAP, args->addr, args->len, 0, 0, 0, 0);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_munmap) { return leave(K_MUNMAP, args->ret); }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_mremap) {
+    return enter(K_MREMAP, args->addr, args->old_len, args->new_len, args->flags, args->new_addr, 0);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_mremap) { return leave(K_MREMAP, args->ret); }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_madvise) {
+    return enter(K_MADVISE, args->start, args->len_in, (u32)args->behavior, 0, 0, 0);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_madvise) { return leave(K_MADVISE, args->ret); }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_mprotect) {
+    return enter(K_MPROTECT, args->start, args->len, args->prot, 0, 0, 0);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_mprotect) { return leave(K_MPROTECT, args->ret); }
+
+// ---- process lifecycle ----------------------------------------------------------------
+
+static __always_inline int note_clone(u64 flags) {
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32, tid = (u32)id;
+    if (!is_active(tgid))
+        return 0;
+    cloning.update(&tid, &flags);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_clone) { return note_clone(args->clone_flags); }
+TRACEPOINT_PROBE(syscalls, sys_enter_clone3) {
+    u64 flags = 0;
+    bpf_probe_read_user(&flags, sizeof(flags), (void *)args->uargs);
+    return note_clone(flags);
+}
+TRACEPOINT_PROBE(syscalls, sys_enter_fork) { return note_clone(SIGCHLD_FLAGS); }
+TRACEPOINT_PROBE(syscalls, sys_enter_vfork) { return note_clone(VFORK_FLAGS); }
+
+static __always_inline int clone_done(void) {
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    cloning.delete(&tid);
+    return 0;
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_clone) { return clone_done(); }
+TRACEPOINT_PROBE(syscalls, sys_exit_clone3) { return clone_done(); }
+TRACEPOINT_PROBE(syscalls, sys_exit_fork) { return clone_done(); }
+TRACEPOINT_PROBE(syscalls, sys_exit_vfork) { return clone_done(); }
+
+// Runs in the parent, before the child can run: the child is traced from its first instruction.
+TRACEPOINT_PROBE(sched, sched_process_fork) {
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32, tid = (u32)id;
+    if (!is_active(tgid))
+        return 0;
+    u32 child = args->child_pid;
+    u64 flags = 0;
+    u64 *f = cloning.lookup(&tid);
+    if (f)
+        flags = *f;
+    u64 thread = (flags & CLONE_THREAD_FLAG) ? 1 : 0;
+    if (!thread && FOLLOW_CHILDREN) {
+        u8 active = TRACE_ACTIVE;
+        if (traced.update(&child, &active))
+            count_lost();
+    }
+    emit(K_FORK, tgid, tid, child, flags, thread, f ? 1 : 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exec) {
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32, tid = (u32)id;
+    u8 *st = traced.lookup(&tgid);
+    if (!st)
+        return 0;
+    u8 active = TRACE_ACTIVE;
+    traced.update(&tgid, &active);
+    emit(K_EXEC, tgid, tid, args->old_pid, 0, 0, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_exit_group) {
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32;
+    if (!is_active(tgid))
+        return 0;
+    s32 code = args->error_code & 0xff;
+    exit_codes.update(&tgid, &code);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exit) {
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32, tid = (u32)id;
+    u8 *st = traced.lookup(&tgid);
+    if (!st)
+        return 0;
+    inflight.delete(&tid);
+    cloning.delete(&tid);
+    u64 last = args->group_dead ? 1 : 0;
+    s32 *code = exit_codes.lookup(&tgid);
+    u64 known = code ? 1 : 0;
+    u64 value = code ? (u64)*code : 0;
+    if (*st == TRACE_ACTIVE)
+        emit(K_EXIT, tgid, tid, value, known, last, 0);
+    if (last) {
+        traced.delete(&tgid);
+        exit_codes.delete(&tgid);
+    }
+    return 0;
+}
+
+// ---- resident memory --------------------------------------------------------------------
+
+TRACEPOINT_PROBE(kmem, rss_stat) {
+    u32 mm = args->mm_id;
+    u32 owner;
+    if (args->curr) {
+        owner = bpf_get_current_pid_tgid() >> 32;
+        if (!is_active(owner))
+            return 0;
+        mm_owner.update(&mm, &owner);
+    } else {
+        // another task (reclaim, a remote fault) changed a traced address space
+        u32 *o = mm_owner.lookup(&mm);
+        if (!o || !is_active(*o))
+            return 0;
+        owner = *o;
+    }
+    int member = args->member;
+    if (member < 0 || member > 3)
+        return 0;
+    struct rss_state zero = {};
+    struct rss_state *s = rss_state.lookup_or_try_init(&mm, &zero);
+    if (!s)
+        return 0;
+    u64 now = bpf_ktime_get_ns();
+    s->bytes[member & 3] = args->size;
+    s->pid = owner;
+    s->last_update = now;
+    if (now - s->last_emit < RSS_INTERVAL_NS)
+        return 0;
+    s->last_emit = now;
+    emit(K_RSS, owner, owner, s->bytes[1], s->bytes[0], s->bytes[3], s->bytes[2]);
+    return 0;
+}

@@ -1,0 +1,252 @@
+"""Record real workloads with both backends and check the trace against what they printed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import numpy as np
+import pytest
+from conftest import HEAPLINE, ROOT, needs_root, needs_strace, num, parse_report, run_heapline, workload
+
+from tracer.events import Kind
+from tracer.tracefile import open_trace
+
+BACKENDS = [pytest.param("bpf", marks=needs_root), pytest.param("strace", marks=[needs_root, needs_strace])]
+PAGE = 4096
+
+
+def summary_json(path: str) -> dict:
+    r = run_heapline("summary", path, "--json")
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def of_pid(ev: np.ndarray, pid: int, kind: Kind) -> np.ndarray:
+    return ev[(ev["pid"] == pid) & (ev["kind"] == kind)]
+
+
+def collapse(values: list[int]) -> list[int]:
+    out: list[int] = []
+    for v in values:
+        if not out or out[-1] != v:
+            out.append(v)
+    return out
+
+
+def is_subsequence(needle: list[int], hay: list[int]) -> bool:
+    it = iter(hay)
+    return all(any(x == y for y in it) for x in needle)
+
+
+def check_phases(trace_path: str, out: str, attached: bool) -> None:
+    rep = parse_report(out)
+    pid = int(rep.all("pid")[0]["pid"])
+    t = open_trace(trace_path)
+    assert t.complete, t.notes
+    ev = t.events
+    s = summary_json(trace_path)
+    assert s["target"]["pid"] == pid and s["target"]["attached"] is attached
+    assert s["events"]["lost"] == 0
+
+    # the break: after every phase, exactly what sbrk(0) said
+    breaks = collapse([int(r) for r in of_pid(ev, pid, Kind.BRK)["ret"]])
+    phases = ["alloc", "free", "sbrk-grow", "sbrk-shrink"]
+    assert is_subsequence([rep.brk(p) for p in phases], breaks), (breaks, [rep.brk(p) for p in phases])
+    assert s["brk"]["start"] == rep.brk("start")
+    assert s["brk"]["initial"] == rep.brk("start")
+    assert s["brk"]["final"] == rep.brk("end")
+    assert s["brk"]["peak"] == rep.brk("alloc")
+    assert s["brk"]["grow_calls"] >= 2 and s["brk"]["shrink_calls"] >= 2
+
+    # the mapping calls after the last break move are exactly the program's own, in order
+    last_brk_ts = of_pid(ev, pid, Kind.BRK)["ts"][-1]
+    mine = ev[(ev["pid"] == pid) & (ev["ts"] > last_brk_ts)]
+    calls = mine[np.isin(mine["kind"], [Kind.MMAP, Kind.MUNMAP, Kind.MADVISE, Kind.MPROTECT, Kind.MREMAP])]
+    expected = []
+    for verb, kv in rep.lines:
+        if verb == "mmap":
+            expected.append((Kind.MMAP, 0, num(kv["len"]), num(kv["prot"]), num(kv["flags"]), num(kv["addr"])))
+        elif verb == "munmap":
+            expected.append((Kind.MUNMAP, num(kv["addr"]), num(kv["len"]), 0, 0, 0))
+        elif verb == "madvise":
+            expected.append((Kind.MADVISE, num(kv["addr"]), num(kv["len"]), num(kv["advice"]), 0, 0))
+        elif verb == "mprotect":
+            expected.append((Kind.MPROTECT, num(kv["addr"]), num(kv["len"]), num(kv["prot"]), 0, 0))
+        elif verb == "mremap":
+            expected.append((Kind.MREMAP, num(kv["old"]), num(kv["oldlen"]), num(kv["newlen"]), num(kv["flags"]),
+                             num(kv["new"])))
+    got = [(int(c["kind"]), int(c["a0"]), int(c["a1"]), int(c["a2"]),
+            int(c["a3"]) if c["kind"] in (Kind.MMAP, Kind.MREMAP) else 0,
+            int(c["ret"])) for c in calls]
+    assert got == [tuple(int(x) for x in e) for e in expected]
+    assert len(expected) == 10
+
+    # the summary's own arithmetic on those calls
+    assert s["madvise"]["by_advice"] == {"MADV_DONTNEED": 2 * PAGE, "MADV_FREE": 5 * PAGE}
+    assert s["madvise"]["released_bytes"] == 7 * PAGE
+    # 20 (mremapped region 1) + 5 + 7 pages of the program's own were mapped at the peak
+    assert s["mmap"]["anon_bytes_peak"] - s["mmap"]["anon_bytes_final"] == 32 * PAGE
+    assert s["rss"]["anon_peak"] > 0
+    assert s["events"]["by_kind"]["mremap"] == 1
+    assert s["target"]["exit_code"] == 0
+    exits = of_pid(ev, pid, Kind.EXIT)
+    assert len(exits) == 1 and exits["a2"][0] == 1
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_launch_phases(backend: str, tmp_path) -> None:
+    trace = str(tmp_path / "p.trace")
+    r = run_heapline("record", "--backend", backend, "-o", trace, "--", workload("phases"))
+    assert r.returncode == 0, r.stderr
+    check_phases(trace, r.stdout, attached=False)
+    t = open_trace(trace)
+    first = t.events[t.events["pid"] == t.header["pid"]][:3]
+    # launch misses nothing: the address space starts with the exec, and the loader's brk(NULL) is there
+    assert first["kind"][0] == Kind.EXEC
+    brks = of_pid(t.events, t.header["pid"], Kind.BRK)
+    assert brks["a0"][0] == 0 and brks["ret"][0] == parse_report(r.stdout).brk("start")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_attach_phases(backend: str, tmp_path) -> None:
+    trace = str(tmp_path / "a.trace")
+    prog = subprocess.Popen([workload("phases"), "--wait"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        out = ""
+        while "HL ready" not in out:
+            line = prog.stdout.readline()
+            assert line, "workload ended early"
+            out += line
+        rec = subprocess.Popen([*HEAPLINE, "record", "--backend", backend, "-o", trace, "-p", str(prog.pid)],
+                               cwd=ROOT, stderr=subprocess.PIPE, text=True)
+        err = ""
+        while "recording:" not in err:
+            line = rec.stderr.readline()
+            assert line, f"recorder ended early: {err}"
+            err += line
+        prog.stdin.write("g")
+        prog.stdin.flush()
+        out += prog.stdout.read()
+        assert prog.wait(timeout=30) == 0
+        assert rec.wait(timeout=60) == 0, rec.stderr.read()
+    finally:
+        prog.kill()
+    check_phases(trace, out, attached=True)
+    t = open_trace(trace)
+    snap = t.header["snapshot"]
+    assert snap["start_brk"] == parse_report(out).brk("start")
+    assert any(m["path"].endswith("phases") for m in snap["mappings"])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_children_threads_and_exit_codes(backend: str, tmp_path) -> None:
+    trace = str(tmp_path / "f.trace")
+    r = run_heapline("record", "--backend", backend, "-o", trace, "--", workload("forker"))
+    assert r.returncode == 0, r.stderr
+    rep = parse_report(r.stdout)
+    parent = int(rep.all("pid")[0]["pid"])
+    child = int(rep.all("fork")[0]["child"])
+    tid = int(rep.all("thread")[0]["tid"])
+    ev = open_trace(trace).events
+
+    forks = of_pid(ev, parent, Kind.FORK)
+    procs = forks[forks["a2"] == 0]
+    threads = forks[forks["a2"] == 1]
+    assert procs["a0"].tolist() == [child]
+    assert tid in threads["a0"].tolist()
+
+    # the child's own break and mapping, and its exit code
+    child_breaks = of_pid(ev, child, Kind.BRK)["ret"].tolist()
+    assert rep.brk("child-alloc") == child_breaks[-1]
+    (cm,) = [kv for kv in rep.all("mmap") if int(kv["len"]) == 65536]
+    cmaps = of_pid(ev, child, Kind.MMAP)
+    assert num(cm["addr"]) in cmaps["ret"].tolist()
+    cexit = of_pid(ev, child, Kind.EXIT)
+    assert cexit["a2"].tolist() == [1] and cexit["a1"][0] == 1 and cexit["a0"][0] == 3
+
+    # the thread's calls are the parent's address space, by the thread's tid
+    tcalls = ev[(ev["pid"] == parent) & (ev["tid"] == tid)]
+    for kv in rep.all("mmap"):
+        if int(kv["len"]) == 4 * 4096:
+            m = tcalls[(tcalls["kind"] == Kind.MMAP) & (tcalls["ret"] == num(kv["addr"]))]
+            assert len(m) == 1
+    for kv in rep.all("munmap"):
+        m = tcalls[(tcalls["kind"] == Kind.MUNMAP) & (tcalls["a0"] == num(kv["addr"]))]
+        assert len(m) == 1
+
+    s = summary_json(trace)
+    assert s["brk"]["final"] == rep.brk("end")
+    everyone = json.loads(run_heapline("summary", trace, "--json", "--all-processes").stdout)
+    assert {p["pid"] for p in everyone["processes"]} >= {parent, child}
+    assert everyone["events"]["total"] > s["events"]["total"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_exit_code_passes_through(backend: str, tmp_path) -> None:
+    trace = str(tmp_path / "e.trace")
+    r = run_heapline("record", "-q", "--backend", backend, "-o", trace, "--", workload("exit_code"), "42")
+    assert r.returncode == 42, r.stderr
+    s = summary_json(trace)
+    assert s["target"]["exit_code"] == 42
+    assert s["brk"]["final"] == parse_report(r.stdout).brk("end")
+
+
+@needs_root
+@needs_strace
+def test_backends_agree_on_the_call_sequence(tmp_path) -> None:
+    """Both backends see the identical brk/mmap/munmap/mremap/madvise/mprotect sequence."""
+    seqs = {}
+    for backend in ("bpf", "strace"):
+        trace = str(tmp_path / f"{backend}.trace")
+        r = run_heapline("record", "-q", "--no-aslr", "--backend", backend, "-o", trace, "--", workload("phases"))
+        assert r.returncode == 0, r.stderr
+        t = open_trace(trace)
+        ev = t.events[t.events["pid"] == t.header["pid"]]
+        ev = ev[np.isin(ev["kind"], [Kind.BRK, Kind.MMAP, Kind.MUNMAP, Kind.MREMAP, Kind.MADVISE, Kind.MPROTECT])]
+        seqs[backend] = [tuple(int(x) for x in (e["kind"], e["a0"], e["a1"], e["a2"], e["a3"], e["a4"], e["a5"],
+                                                 e["ret"])) for e in ev]
+    assert len(seqs["bpf"]) > 100
+    assert seqs["bpf"] == seqs["strace"]
+
+
+@needs_root
+def test_sigkill_leaves_a_trace_that_replays(tmp_path) -> None:
+    trace = str(tmp_path / "k.trace")
+    rec = subprocess.Popen([*HEAPLINE, "record", "-q", "--backend", "bpf", "-o", trace, "--",
+                            workload("mmap_churn"), "100000000"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        pid = int(rec.stdout.readline().split("pid=")[1])
+        time.sleep(3.0)
+        rec.kill()
+        rec.wait(timeout=10)
+    finally:
+        subprocess.run(["kill", "-9", str(pid)], check=False)
+    t = open_trace(trace)
+    assert not t.complete and t.notes
+    assert (t.events["kind"] == Kind.MMAP).sum() > 1000
+    r = run_heapline("summary", trace, "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["trace"]["complete"] is False
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_interrupt_attach_leaves_target_running(backend: str, tmp_path) -> None:
+    trace = str(tmp_path / "i.trace")
+    prog = subprocess.Popen([workload("phases"), "--wait"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert "HL pid" in prog.stdout.readline()
+        rec = subprocess.Popen([*HEAPLINE, "record", "--backend", backend, "-o", trace, "-p", str(prog.pid)],
+                               cwd=ROOT, stderr=subprocess.PIPE, text=True)
+        err = ""
+        while "recording:" not in err:
+            line = rec.stderr.readline()
+            assert line, err
+            err += line
+        rec.send_signal(2)
+        assert rec.wait(timeout=30) == 130
+        assert prog.poll() is None, "the attached target must keep running"
+        t = open_trace(trace)
+        assert t.complete and t.end["stop_reason"] == "interrupted"
+    finally:
+        prog.kill()

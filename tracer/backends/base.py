@@ -1,0 +1,64 @@
+"""What every recording backend provides to the session."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class LaunchSpec:
+    path: str  # resolved executable
+    argv: list[str]
+    env: dict[str, str] | None = None
+    no_aslr: bool = False
+
+
+@dataclass
+class Options:
+    follow_children: bool = True  # fork/clone children and threads are traced too
+    rss_interval_ns: int = 1_000_000  # in-kernel coalescing of rss_stat / /proc sampling period
+
+
+@dataclass
+class BackendInfo:
+    """Metadata a backend contributes to the trace header."""
+
+    name: str
+    details: dict = field(default_factory=dict)
+
+
+class Backend(ABC):
+    name: str = "?"
+
+    def __init__(self, options: Options) -> None:
+        self.options = options
+
+    @abstractmethod
+    def launch(self, spec: LaunchSpec) -> int:
+        """Start the command such that its first instruction runs with tracing live; return its pid."""
+
+    @abstractmethod
+    def attach(self, pid: int) -> None:
+        """Start tracing a running process (and, if following, its future children)."""
+
+    @abstractmethod
+    def poll(self) -> np.ndarray:
+        """Events gathered since the last call, in EVENT_DTYPE; never blocks for long."""
+
+    @abstractmethod
+    def exit_status(self) -> int | None:
+        """Launch mode: the target's exit code (128+signal if killed) once it has ended, else None."""
+
+    @abstractmethod
+    def lost(self) -> dict[int, int]:
+        """Events lost so far, per CPU (or {0: n} where the backend has no CPUs to speak of)."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Stop tracing and release everything; an attached target keeps running."""
+
+    def info(self) -> BackendInfo:
+        return BackendInfo(self.name)

@@ -1,0 +1,163 @@
+"""The eBPF backend: bcc-loaded tracepoint probes, drained from a ring buffer into numpy."""
+
+from __future__ import annotations
+
+import ctypes as ct
+import mmap
+import os
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from .. import kheaders, procfs
+from ..errors import BackendUnavailable, Exit, HeaplineError
+from ..events import EVENT_DTYPE, Kind
+from ..launch import HeldChild
+from .base import Backend, BackendInfo, LaunchSpec, Options
+from .ringbuf import RingReader
+
+TRACEFS = Path("/sys/kernel/tracing")
+TRACE_ACTIVE = 1
+TRACE_PENDING_EXEC = 2
+
+
+def probes_dir() -> Path:
+    """BPF sources: shipped as package data (installed) or the repository's probes/ folder."""
+    try:
+        pkg = resources.files("probes")
+        path = Path(str(pkg))
+        if (path / "syscalls.bpf.c").is_file():
+            return path
+    except ModuleNotFoundError:
+        pass
+    return Path(__file__).resolve().parents[2] / "probes"
+
+
+def ensure_tracefs() -> None:
+    if (TRACEFS / "events").is_dir():
+        return
+    rc = os.system(f"mount -t tracefs nodev {TRACEFS} >/dev/null 2>&1")
+    if rc != 0 or not (TRACEFS / "events").is_dir():
+        raise BackendUnavailable(f"tracefs is not mounted at {TRACEFS} and could not be mounted", Exit.NO_TRACEFS)
+
+
+def _check_root() -> None:
+    if os.geteuid() != 0:
+        raise BackendUnavailable("the bpf backend needs root (run heapline with sudo)", Exit.NOT_ROOT)
+
+
+class BpfBackend(Backend):
+    name = "bpf"
+
+    def __init__(self, options: Options, ring_mb: int = 64) -> None:
+        super().__init__(options)
+        _check_root()
+        ensure_tracefs()
+        try:
+            import bcc  # noqa: F401
+        except ImportError as e:
+            raise BackendUnavailable(
+                "bcc's Python bindings are not importable (install Debian's python3-bpfcc)", Exit.NO_EBPF
+            ) from e
+        pages = max(1, ring_mb * 1024 * 1024 // mmap.PAGESIZE)
+        self.ring_pages = 1 << (pages.bit_length() - 1)
+        self.headers = kheaders.find()
+        self._bpf = None
+        self._reader: RingReader | None = None
+        self._child: HeldChild | None = None
+        self._rss_seen: dict[int, int] = {}
+        self._load()
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        from bcc import BPF
+
+        src = probes_dir() / "syscalls.bpf.c"
+        cflags = [
+            f"-I{probes_dir()}",
+            f"-DRINGBUF_PAGES={self.ring_pages}",
+            f"-DRSS_INTERVAL_NS={int(self.options.rss_interval_ns)}ULL",
+            f"-DFOLLOW_CHILDREN={1 if self.options.follow_children else 0}",
+        ]
+        os.environ["BCC_KERNEL_SOURCE"] = self.headers.path
+        try:
+            self._bpf = BPF(text=src.read_text(), cflags=cflags)
+        except Exception as e:  # bcc raises bare Exception on compile/load failures
+            raise BackendUnavailable(f"the eBPF probes could not be loaded: {e}", Exit.NO_EBPF) from e
+        events = self._bpf["events"]
+        self._reader = RingReader(events.map_fd, self.ring_pages * mmap.PAGESIZE, EVENT_DTYPE)
+
+    def _arm(self, pid: int, state: int) -> None:
+        assert self._bpf is not None
+        self._bpf["traced"][ct.c_uint(pid)] = ct.c_ubyte(state)
+
+    # -- Backend ---------------------------------------------------------------------------
+
+    def launch(self, spec: LaunchSpec) -> int:
+        child = HeldChild(spec.path, spec.argv, spec.env, spec.no_aslr)
+        self._child = child
+        try:
+            self._arm(child.pid, TRACE_PENDING_EXEC)
+        except Exception:
+            child.abandon()
+            raise
+        child.release()
+        return child.pid
+
+    def attach(self, pid: int) -> None:
+        if not procfs.alive(pid):
+            raise HeaplineError(f"no process with pid {pid}", Exit.PID_NOT_FOUND)
+        self._arm(pid, TRACE_ACTIVE)
+        if self.options.follow_children:
+            for child in procfs.descendants(pid):
+                self._arm(child, TRACE_ACTIVE)
+
+    def poll(self) -> np.ndarray:
+        assert self._reader is not None
+        ev = self._reader.drain()
+        trailing = self._trailing_rss()
+        if len(trailing):
+            ev = np.concatenate([ev, trailing])
+            ev = ev[np.argsort(ev["ts"], kind="stable")]
+        return ev
+
+    def _trailing_rss(self) -> np.ndarray:
+        """The latest RSS of each traced address space when the kernel held it back (rate limit)."""
+        assert self._bpf is not None
+        rows = []
+        for key, st in self._bpf["rss_state"].items():
+            if st.last_update <= st.last_emit or self._rss_seen.get(key.value, 0) >= st.last_update:
+                continue
+            self._rss_seen[key.value] = st.last_update
+            b = st.bytes
+            rows.append((st.last_update, 0, st.pid, st.pid, int(Kind.RSS), 1, 0, b[1], b[0], b[3], b[2], 0, 0, 0))
+        return np.array(rows, dtype=EVENT_DTYPE) if rows else np.empty(0, dtype=EVENT_DTYPE)
+
+    def exit_status(self) -> int | None:
+        return self._child.wait() if self._child is not None else None
+
+    def lost(self) -> dict[int, int]:
+        if self._bpf is None:
+            return {}
+        values = self._bpf["lost"][ct.c_int(0)]
+        return {cpu: int(v) for cpu, v in enumerate(values) if int(v)}
+
+    def stop(self) -> None:
+        if self._bpf is None:
+            return
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        self._bpf.cleanup()
+        self._bpf = None
+
+    def info(self) -> BackendInfo:
+        details = {
+            "kernel_headers": self.headers.path,
+            "kernel_headers_exact": self.headers.exact,
+            "ring_buffer_bytes": self.ring_pages * mmap.PAGESIZE,
+            "rss_interval_ns": self.options.rss_interval_ns,
+        }
+        return BackendInfo(self.name, details)

@@ -1,0 +1,104 @@
+"""heapline's command line (typer). Thin: every command delegates to its module."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from .errors import Exit, HeaplineError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Show how a process's memory moves between its allocator and the kernel, and why it stays.",
+)
+err = Console(stderr=True, highlight=False)
+
+
+def _fail(e: HeaplineError) -> typer.Exit:
+    err.print(f"[bold red]heapline:[/] {e.message}")
+    return typer.Exit(int(e.code))
+
+
+def _say(msg: str) -> None:
+    err.print(f"[dim]heapline:[/] {msg}")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
+def record(
+    command: Optional[list[str]] = typer.Argument(None, help="The command to launch (after --)."),
+    output: str = typer.Option("heapline.trace", "-o", "--output", help="Trace file to write."),
+    pid: Optional[int] = typer.Option(None, "-p", "--pid", help="Attach to this running process instead."),
+    duration: Optional[float] = typer.Option(None, "--duration", help="Stop after this many seconds."),
+    backend: str = typer.Option("auto", "--backend", help="auto (bpf, else strace), bpf or strace."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No status line."),
+    no_aslr: bool = typer.Option(False, "--no-aslr", help="Launch with address randomization off."),
+    no_follow: bool = typer.Option(False, "--no-follow", help="Do not trace forked children."),
+    ring_mb: int = typer.Option(64, "--ring-mb", help="Size of the kernel event ring buffer."),
+) -> None:
+    """Record a command (launch) or a running process (-p) into a trace file."""
+    from .recorder import Request
+    from .recorder import record as do_record
+
+    req = Request(
+        output=output,
+        command=command or None,
+        pid=pid,
+        backend=backend,
+        duration=duration,
+        quiet=quiet,
+        no_aslr=no_aslr,
+        follow_children=not no_follow,
+        ring_mb=ring_mb,
+    )
+    try:
+        result = do_record(req, _say)
+    except HeaplineError as e:
+        raise _fail(e) from None
+    if not quiet:
+        lost = f", [bold red]{result.lost:,} lost[/]" if result.lost else ", none lost"
+        _say(f"wrote {output}: {result.events:,} events ({result.backend}){lost}")
+        if result.interrupted:
+            _say("stopped by interrupt; the trace is complete up to that moment")
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def summary(
+    trace: str = typer.Argument(..., help="A trace file written by heapline record."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    all_processes: bool = typer.Option(False, "--all-processes", help="Count every traced process."),
+) -> None:
+    """Summarize a trace: the break, mappings, pages released and RSS."""
+    from .report_text import print_summary
+    from .summary import summarize
+    from .tracefile import open_trace
+
+    try:
+        t = open_trace(trace)
+    except HeaplineError as e:
+        raise _fail(e) from None
+    s = summarize(t, all_processes=all_processes)
+    if as_json:
+        json.dump(s, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print_summary(s, Console(highlight=False))
+    for note in t.notes:
+        _say(note)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("[bold red]heapline:[/] interrupted")
+        sys.exit(int(Exit.INTERRUPTED))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""The one event schema shared by every backend, the trace file and the model.
+
+Every event is one fixed-size record of ``EVENT_DTYPE``. The BPF probes write this exact
+layout (``probes/heapline.h`` mirrors it field for field), the strace backend builds the same
+records from strace's text, the trace file stores these columns, and the model reads them.
+
+Field meaning per kind (sizes in bytes, times in ns on CLOCK_MONOTONIC):
+
+=========  ===================================================================================
+kind       a0 .. a5 and ret
+=========  ===================================================================================
+BRK        a0=requested break; ret=resulting break (as the kernel returned it)
+MMAP       a0=addr, a1=len, a2=prot, a3=flags, a4=fd (as unsigned), a5=offset; ret=address
+MUNMAP     a0=addr, a1=len; ret=0 or -errno
+MREMAP     a0=old_addr, a1=old_len, a2=new_len, a3=flags, a4=new_addr; ret=address
+MADVISE    a0=addr, a1=len, a2=advice; ret=0 or -errno
+MPROTECT   a0=addr, a1=len, a2=prot; ret=0 or -errno
+FORK       a0=child pid (tid of the new task), a1=clone flags, a2=1 when it is a thread
+EXEC       the address space of ``pid`` starts over; a0=old pid (tid that called execve)
+EXIT       a task ended; a0=exit code when known, a1=1 when a0 is known, a2=1 when it was the
+           last task of the process (the address space is gone)
+RSS        resident memory of ``pid`` in bytes: a0=anon, a1=file, a2=shmem, a3=swap entries
+=========  ===================================================================================
+
+``ret`` holds -errno on failure, exactly like the raw syscall return. ``dur`` is the time between
+syscall entry and exit (0 for events that are not syscalls).
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+import numpy as np
+
+#: Bump when the dtype or the meaning of a field changes (the trace file records it).
+SCHEMA_VERSION = 1
+
+EVENT_DTYPE = np.dtype(
+    [
+        ("ts", "<u8"),
+        ("dur", "<u8"),
+        ("pid", "<u4"),
+        ("tid", "<u4"),
+        ("kind", "<u2"),
+        ("aux", "<u2"),
+        ("cpu", "<u4"),
+        ("a0", "<u8"),
+        ("a1", "<u8"),
+        ("a2", "<u8"),
+        ("a3", "<u8"),
+        ("a4", "<u8"),
+        ("a5", "<u8"),
+        ("ret", "<i8"),
+    ]
+)
+assert EVENT_DTYPE.itemsize == 88
+
+
+class Kind(IntEnum):
+    BRK = 1
+    MMAP = 2
+    MUNMAP = 3
+    MREMAP = 4
+    MADVISE = 5
+    MPROTECT = 6
+    FORK = 16
+    EXEC = 17
+    EXIT = 18
+    RSS = 19
+
+
+#: The memory syscalls, in the order the summary lists them.
+SYSCALL_KINDS: tuple[Kind, ...] = (
+    Kind.BRK,
+    Kind.MMAP,
+    Kind.MUNMAP,
+    Kind.MREMAP,
+    Kind.MADVISE,
+    Kind.MPROTECT,
+)
+
+KIND_NAMES: dict[int, str] = {int(k): k.name.lower() for k in Kind}
+NAME_KINDS: dict[str, int] = {v: k for k, v in KIND_NAMES.items()}
+
+
+def empty(n: int = 0) -> np.ndarray:
+    """A zeroed event array of length ``n``."""
+    return np.zeros(n, dtype=EVENT_DTYPE)
+
+
+def make(kind: Kind, ts: int, pid: int, tid: int, *args: int, ret: int = 0, dur: int = 0) -> np.void:
+    """One event record; meant for backends that build events one at a time (strace, /proc)."""
+    if len(args) > 6:
+        raise ValueError("at most six arguments")
+    rec = np.zeros((), dtype=EVENT_DTYPE)
+    rec["ts"], rec["dur"], rec["pid"], rec["tid"], rec["kind"] = ts, dur, pid, tid, int(kind)
+    for i, value in enumerate(args):
+        rec[f"a{i}"] = value & 0xFFFF_FFFF_FFFF_FFFF
+    rec["ret"] = ret
+    return rec
+
+
+def from_rows(rows: list[tuple[int, ...]]) -> np.ndarray:
+    """Build an event array from tuples in ``EVENT_DTYPE`` field order (fast path for parsers)."""
+    if not rows:
+        return empty()
+    return np.array(rows, dtype=EVENT_DTYPE)

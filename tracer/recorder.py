@@ -1,0 +1,233 @@
+"""A recording: start or attach, drain the backend into the trace file, stop cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from . import __version__, procfs, sysinfo
+from .backends.base import Backend, LaunchSpec, Options
+from .errors import BackendUnavailable, Exit, HeaplineError
+from .events import Kind
+from .launch import resolve
+from .status import StatusLine
+from .tracefile import TraceWriter
+
+POLL_S = 0.05
+FLUSH_S = 1.0  # a SIGKILLed recorder loses at most this much
+FLUSH_EVENTS = 1 << 20
+GRACE_AFTER_INTERRUPT_S = 2.0
+
+
+@dataclass
+class Request:
+    output: str
+    command: list[str] | None = None
+    pid: int | None = None
+    backend: str = "auto"
+    duration: float | None = None
+    quiet: bool = False
+    no_aslr: bool = False
+    follow_children: bool = True
+    ring_mb: int = 64
+    env: dict[str, str] | None = None
+
+
+@dataclass
+class Result:
+    exit_code: int
+    events: int
+    lost: int
+    backend: str
+    interrupted: bool
+    notes: list[str] = field(default_factory=list)
+
+
+def make_backend(name: str, options: Options, ring_mb: int, say: Callable[[str], None]) -> Backend:
+    if name not in ("auto", "bpf", "strace"):
+        raise HeaplineError(f"unknown backend {name!r} (choose auto, bpf or strace)", Exit.USAGE)
+    if name in ("auto", "bpf"):
+        from .backends.bpf import BpfBackend
+
+        try:
+            backend = BpfBackend(options, ring_mb=ring_mb)
+            if backend.headers.note:
+                say(backend.headers.note)
+            return backend
+        except BackendUnavailable as e:
+            if name == "bpf":
+                raise
+            say(f"bpf backend unavailable ({e.message}); using strace")
+    from .backends.strace import StraceBackend
+
+    return StraceBackend(options)
+
+
+class _Interrupt:
+    def __init__(self) -> None:
+        self.count = 0
+        self.at = 0.0
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.count += 1
+        self.at = time.monotonic()
+
+
+def record(req: Request, say: Callable[[str], None]) -> Result:
+    if (req.command is None) == (req.pid is None):
+        raise HeaplineError("give either a command to launch or --pid to attach to", Exit.USAGE)
+    spec = None
+    if req.command:
+        path = resolve(req.command[0])
+        spec = LaunchSpec(path=path, argv=list(req.command), env=req.env, no_aslr=req.no_aslr)
+    elif req.pid is not None and not procfs.alive(req.pid):
+        raise HeaplineError(f"no process with pid {req.pid}", Exit.PID_NOT_FOUND)
+
+    writer = TraceWriter(req.output)
+    try:
+        options = Options(follow_children=req.follow_children)
+        backend = make_backend(req.backend, options, req.ring_mb, say)
+        return _run(req, spec, backend, writer, say)
+    except BaseException:
+        if not writer.started:
+            writer.abort()
+        raise
+
+
+def _run(req: Request, spec: LaunchSpec | None, backend: Backend, writer: TraceWriter, say: Callable[[str], None]) -> Result:
+    interrupt = _Interrupt()
+    old_int = signal.signal(signal.SIGINT, interrupt)
+    old_term = signal.signal(signal.SIGTERM, interrupt)
+    snapshot = None
+    t_start = procfs.time_ns()
+    wall_start = time.time_ns()
+    try:
+        if spec is not None:
+            pid = backend.launch(spec)
+            command = spec.argv
+        else:
+            assert req.pid is not None
+            pid = req.pid
+            try:
+                command = procfs.read_cmdline(pid)
+                backend.attach(pid)
+                snapshot = procfs.snapshot(pid)
+            except procfs.ProcessGone as e:
+                backend.stop()
+                raise HeaplineError(f"process {pid} exited while heapline was attaching", Exit.PID_NOT_FOUND) from e
+        header = {
+            "tool": f"heapline {__version__}",
+            "command": command,
+            "pid": pid,
+            "attached": spec is None,
+            "start_ns": t_start,
+            "start_realtime_ns": wall_start,
+            "clock": "CLOCK_MONOTONIC",
+            "machine": sysinfo.machine(),
+            "backend": {"name": backend.name, **backend.info().details},
+            "options": {"follow_children": req.follow_children, "no_aslr": req.no_aslr, "duration_s": req.duration},
+            "snapshot": snapshot.to_json() if snapshot else None,
+        }
+        writer.start(header)
+        if not req.quiet:
+            what = "attached to" if spec is None else "launched"
+            say(f"recording: {what} pid {pid} with the {backend.name} backend")
+        return _loop(req, pid, spec is None, backend, writer, interrupt, t_start, say)
+    finally:
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
+
+
+def _loop(
+    req: Request,
+    pid: int,
+    attached: bool,
+    backend: Backend,
+    writer: TraceWriter,
+    interrupt: _Interrupt,
+    t_start: int,
+    say: Callable[[str], None],
+) -> Result:
+    status = StatusLine(pid, enabled=not req.quiet and sys.stderr.isatty())
+    pending: list[np.ndarray] = []
+    pending_n = 0
+    last_flush = time.monotonic()
+    libc: str | None = None
+    exit_code: int | None = None
+    root_gone = False
+    deadline = time.monotonic() + req.duration if req.duration else None
+    stop_reason = "exit"
+    try:
+        while True:
+            time.sleep(POLL_S)
+            ev = backend.poll()
+            if len(ev):
+                pending.append(ev)
+                pending_n += len(ev)
+                status.feed(ev)
+                root_gone = root_gone or _root_exited(ev, pid)
+            if libc is None:
+                libc = sysinfo.target_libc(pid)
+            now = time.monotonic()
+            if pending_n and (now - last_flush >= FLUSH_S or pending_n >= FLUSH_EVENTS):
+                writer.write(np.concatenate(pending))
+                pending, pending_n, last_flush = [], 0, now
+            status.show(backend.lost())
+            if not attached:
+                exit_code = backend.exit_status()
+                if exit_code is not None:
+                    break
+            elif root_gone or not procfs.alive(pid):
+                break
+            if deadline is not None and now >= deadline:
+                stop_reason = "duration"
+                break
+            if interrupt.count:
+                if attached or interrupt.count > 1 or now - interrupt.at > GRACE_AFTER_INTERRUPT_S:
+                    stop_reason = "interrupted"
+                    break
+        final = backend.poll()
+        if len(final):
+            pending.append(final)
+            status.feed(final)
+        if pending:
+            writer.write(np.concatenate(pending))
+        lost = backend.lost()
+        info = backend.info()
+        end_ns = procfs.time_ns()
+    finally:
+        status.clear()
+        backend.stop()
+    if not attached and exit_code is None:
+        exit_code = backend.exit_status()
+    libc_info = sysinfo.describe_libc(libc, "target") if libc else sysinfo.describe_libc(sysinfo.host_libc(), "host")
+    end = {
+        "end_ns": end_ns,
+        "duration_ns": end_ns - t_start,
+        "exit_code": exit_code,
+        "stop_reason": stop_reason,
+        "lost": {str(cpu): n for cpu, n in lost.items()},
+        "lost_total": int(sum(lost.values())),
+        "events_written": writer.events_written,
+        "libc": libc_info,
+        "backend_end": info.details,
+    }
+    writer.close(end)
+    interrupted = stop_reason == "interrupted"
+    if attached:
+        code = int(Exit.INTERRUPTED) if interrupted else 0
+    else:
+        code = exit_code if exit_code is not None else int(Exit.INTERRUPTED)
+    return Result(code, writer.events_written, end["lost_total"], backend.name, interrupted)
+
+
+def _root_exited(ev: np.ndarray, pid: int) -> bool:
+    m = (ev["kind"] == Kind.EXIT) & (ev["pid"] == pid) & (ev["a2"] == 1)
+    return bool(m.any())
+

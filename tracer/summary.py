@@ -1,0 +1,165 @@
+"""The summary of a trace, computed only from the trace file (``heapline summary [--json]``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .addrspace import ERRNO_MAX, AddressSpace
+from .decode import RELEASE_ADVICE, advice_name
+from .events import KIND_NAMES, SYSCALL_KINDS, Kind
+from .tracefile import FORMAT_VERSION, Trace
+
+_MAP_KINDS = np.array([Kind.MMAP, Kind.MUNMAP, Kind.MREMAP, Kind.MPROTECT], dtype=np.uint16)
+
+
+def _ok(ev: np.ndarray) -> np.ndarray:
+    """Calls that succeeded (ret is not -errno)."""
+    r = ev["ret"]
+    return ~((r < 0) & (r >= -ERRNO_MAX))
+
+
+def _last_exec(ev: np.ndarray) -> np.ndarray:
+    """Events of one process from its last execve on (the address space the summary describes)."""
+    ex = np.flatnonzero(ev["kind"] == Kind.EXEC)
+    return ev[ex[-1] :] if len(ex) else ev
+
+
+def process_summary(ev: np.ndarray, page_size: int, snapshot: dict | None) -> dict[str, Any]:
+    """brk, mmap, madvise and rss figures of one process (its events in time order)."""
+    ev = _last_exec(ev)
+    kind = ev["kind"]
+    brk_ev = ev[(kind == Kind.BRK)]
+    rets = brk_ev["ret"].astype(np.int64)
+    if snapshot is not None and not (kind == Kind.EXEC).any():
+        start, initial = int(snapshot["start_brk"]), int(snapshot["brk"])
+    elif len(rets):
+        start = initial = int(rets[0])
+    else:
+        start = initial = 0
+    seq = np.concatenate([[initial], rets]) if initial else rets
+    diffs = np.diff(seq) if len(seq) else np.empty(0, dtype=np.int64)
+    brk = {
+        "start": start,
+        "initial": initial,
+        "final": int(seq[-1]) if len(seq) else 0,
+        "peak": int(seq.max()) if len(seq) else 0,
+        "grow_calls": int((diffs > 0).sum()),
+        "shrink_calls": int((diffs < 0).sum()),
+    }
+
+    space = AddressSpace(page_size)
+    if snapshot is not None and not (kind == Kind.EXEC).any():
+        for m in snapshot["mappings"]:
+            anon = m["inode"] == 0 and not m["path"].startswith(("/", "[stack", "[vdso", "[vvar", "[vsyscall"))
+            prot = (1 if m["perms"][0] == "r" else 0) | (2 if m["perms"][1] == "w" else 0) | (4 if m["perms"][2] == "x" else 0)
+            space.mmap(m["start"], m["end"] - m["start"], prot, 0x20 if anon else 0)
+    peak = space.anon_bytes
+    maps = ev[np.isin(kind, _MAP_KINDS) & _ok(ev)]
+    for k, a0, a1, a2, a3, a4, ret in zip(
+        maps["kind"].tolist(), maps["a0"].tolist(), maps["a1"].tolist(), maps["a2"].tolist(),
+        maps["a3"].tolist(), maps["a4"].tolist(), maps["ret"].tolist(),
+    ):
+        space.apply(KIND_NAMES[k], (a0, a1, a2, a3, a4, 0), ret)
+        peak = max(peak, space.anon_bytes)
+
+    adv = ev[(kind == Kind.MADVISE) & _ok(ev)]
+    lengths = (adv["a1"] + np.uint64(page_size - 1)) & ~np.uint64(page_size - 1)
+    by_advice: dict[str, int] = {}
+    for value in np.unique(adv["a2"]).tolist():
+        by_advice[advice_name(value)] = int(lengths[adv["a2"] == value].sum())
+    released = int(lengths[np.isin(adv["a2"], np.array(sorted(RELEASE_ADVICE), dtype=np.uint64))].sum())
+
+    rss = ev[kind == Kind.RSS]
+    exits = np.flatnonzero((kind == Kind.EXIT) & (ev["a2"] == 1))
+    if len(exits):  # the address space is torn down after the last task exits: not the program's RSS
+        rss = rss[rss["ts"] <= ev["ts"][exits[0]]]
+    anon = rss["a0"].astype(np.int64)
+    if snapshot is not None and not (kind == Kind.EXEC).any():
+        anon = np.concatenate([[int(snapshot["rss"]["anon"])], anon])
+    return {
+        "brk": brk,
+        "mmap": {"anon_bytes_final": space.anon_bytes, "anon_bytes_peak": peak},
+        "madvise": {"released_bytes": released, "by_advice": by_advice},
+        "rss": {"anon_peak": int(anon.max()) if len(anon) else 0, "anon_final": int(anon[-1]) if len(anon) else 0},
+    }
+
+
+def _by_kind(ev: np.ndarray) -> dict[str, int]:
+    counts = {KIND_NAMES[int(k)]: 0 for k in SYSCALL_KINDS}
+    kinds, n = np.unique(ev["kind"], return_counts=True)
+    for k, c in zip(kinds.tolist(), n.tolist()):
+        counts[KIND_NAMES.get(k, f"kind{k}")] = c
+    return counts
+
+
+def _exit_code(trace: Trace, ev: np.ndarray) -> int | None:
+    meta = trace.meta
+    if not meta.get("attached") and meta.get("exit_code") is not None:
+        return int(meta["exit_code"])
+    ex = ev[(ev["kind"] == Kind.EXIT) & (ev["a2"] == 1) & (ev["a1"] == 1)]
+    return int(ex["a0"][-1]) if len(ex) else None
+
+
+def summarize(trace: Trace, all_processes: bool = False) -> dict[str, Any]:
+    meta = trace.meta
+    ev = trace.events
+    root = int(meta["pid"])
+    page = int(meta.get("machine", {}).get("page_size", 4096))
+    snapshot = meta.get("snapshot")
+    mine = ev[ev["pid"] == root]
+    pids = [int(p) for p in np.unique(ev["pid"]).tolist()]
+    if root not in pids:
+        pids.insert(0, root)
+    counted = ev if all_processes else mine
+    out: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "target": {
+            "pid": root,
+            "command": list(meta.get("command", [])),
+            "attached": bool(meta.get("attached")),
+            "exit_code": _exit_code(trace, mine),
+        },
+        "events": {
+            "total": int(len(counted)),
+            "lost": int(meta.get("lost_total", 0) or 0),
+            "by_kind": _by_kind(counted),
+        },
+    }
+    main = process_summary(mine, page, snapshot)
+    out.update(main)
+    if all_processes:
+        procs = []
+        for pid in pids:
+            sub = process_summary(ev[ev["pid"] == pid], page, snapshot if pid == root else None)
+            procs.append({"pid": pid, **sub})
+        out["brk"] = {**main["brk"]}
+        out["brk"]["grow_calls"] = sum(p["brk"]["grow_calls"] for p in procs)
+        out["brk"]["shrink_calls"] = sum(p["brk"]["shrink_calls"] for p in procs)
+        out["madvise"] = {
+            "released_bytes": sum(p["madvise"]["released_bytes"] for p in procs),
+            "by_advice": _sum_dicts([p["madvise"]["by_advice"] for p in procs]),
+        }
+        out["processes"] = procs
+    duration = meta.get("duration_ns")
+    if duration is None and len(ev):
+        duration = int(ev["ts"][-1]) - int(meta.get("start_ns", ev["ts"][0]))
+    out["duration_s"] = round((duration or 0) / 1e9, 6)
+    out["trace"] = {
+        "backend": meta.get("backend", {}).get("name"),
+        "complete": trace.complete,
+        "notes": trace.notes,
+        "lost_per_cpu": {str(k): int(v) for k, v in (meta.get("lost") or {}).items()},
+        "processes": pids,
+        "libc": meta.get("libc"),
+    }
+    return out
+
+
+def _sum_dicts(ds: list[dict[str, int]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for d in ds:
+        for k, v in d.items():
+            out[k] = out.get(k, 0) + v
+    return out

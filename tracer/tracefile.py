@@ -1,0 +1,242 @@
+"""The trace file: Arrow IPC (Feather v2) columns, streamed to disk while recording.
+
+Layout: the Arrow IPC file format, i.e. the magic ``ARROW1``, the schema message (carrying
+heapline's header as JSON in the schema metadata key ``heapline``), one record batch per flush
+(at least once a second while recording), a last batch whose custom metadata key ``heapline.end``
+holds what is only known at the end (exit code, lost events, end time), then the footer.
+
+A recorder killed with SIGKILL leaves everything but the footer; :func:`open_trace` then reads
+the batches as an IPC stream and marks the trace ``complete=False``. Any other damage, or a file
+that is not a heapline trace, raises :class:`TraceFileError` with one sentence.
+
+The columns are those of ``tracer.events.EVENT_DTYPE`` (``ts``, ``dur``, ``pid``, ``tid``, ``kind``,
+``aux``, ``cpu``, ``a0``..``a5``, ``ret``), with ``kind`` dictionary-encoded as its name ("brk",
+"mmap", ...), so ``pandas.read_feather(path)`` or any Arrow reader shows readable rows. Rows are
+in arrival order; sort by ``ts`` for time order.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.ipc as ipc
+
+from .errors import Exit, HeaplineError, TraceFileError
+from .events import EVENT_DTYPE, SCHEMA_VERSION, Kind
+
+FORMAT_VERSION = 1
+MAGIC = b"ARROW1"
+HEADER_KEY = b"heapline"
+END_KEY = "heapline.end"
+
+KIND_ORDER = np.array([int(k) for k in Kind], dtype=np.uint16)
+KIND_DICT = pa.array([k.name.lower() for k in Kind], type=pa.string())
+_CODE_TO_INDEX = np.full(65536, -1, dtype=np.int8)
+_CODE_TO_INDEX[KIND_ORDER] = np.arange(len(KIND_ORDER), dtype=np.int8)
+
+_ARROW_TYPES = {"<u8": pa.uint64(), "<u4": pa.uint32(), "<u2": pa.uint16(), "<i8": pa.int64()}
+
+
+def arrow_schema(header: dict[str, Any] | None = None) -> pa.Schema:
+    fields = []
+    for name in EVENT_DTYPE.names:
+        if name == "kind":
+            fields.append(pa.field("kind", pa.dictionary(pa.int8(), pa.string())))
+        else:
+            fields.append(pa.field(name, _ARROW_TYPES[EVENT_DTYPE[name].str]))
+    meta = {HEADER_KEY: json.dumps(header).encode()} if header is not None else None
+    return pa.schema(fields, metadata=meta)
+
+
+def to_batch(events: np.ndarray, schema: pa.Schema) -> pa.RecordBatch:
+    cols = []
+    for name in EVENT_DTYPE.names:
+        col = np.ascontiguousarray(events[name])
+        if name == "kind":
+            idx = _CODE_TO_INDEX[col]
+            if (idx < 0).any():
+                raise ValueError(f"unknown event kind in {sorted(set(col[idx < 0].tolist()))}")
+            cols.append(pa.DictionaryArray.from_arrays(pa.array(idx, type=pa.int8()), KIND_DICT))
+        else:
+            cols.append(pa.array(col))
+    return pa.RecordBatch.from_arrays(cols, schema=schema)
+
+
+def from_table(table: pa.Table) -> np.ndarray:
+    out = np.empty(table.num_rows, dtype=EVENT_DTYPE)
+    for name in EVENT_DTYPE.names:
+        col = table.column(name)
+        if name == "kind":
+            col = col.combine_chunks() if col.num_chunks else pa.chunked_array([], col.type).combine_chunks()
+            names = [str(v) for v in col.dictionary.to_pylist()] if len(col) else []
+            codes = np.array([int(Kind[n.upper()]) for n in names], dtype=np.uint16)
+            out[name] = codes[col.indices.to_numpy(zero_copy_only=False)] if len(col) else 0
+        else:
+            out[name] = col.to_numpy()
+    return out
+
+
+class TraceWriter:
+    """Streams event batches to an Arrow IPC file; never loses what was already written."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        try:
+            self._sink = pa.OSFile(path, "wb")
+            # a launched target must not inherit the trace file
+            fd = self._sink.fileno()
+            fcntl.fcntl(fd, fcntl.F_SETFD, fcntl.fcntl(fd, fcntl.F_GETFD) | fcntl.FD_CLOEXEC)
+        except (OSError, pa.ArrowException) as e:
+            reason = getattr(e, "strerror", None) or str(e)
+            raise HeaplineError(f"cannot write the trace to {path}: {reason}", Exit.OUTPUT_NOT_WRITABLE) from e
+        self._writer: ipc.RecordBatchFileWriter | None = None
+        self._schema: pa.Schema | None = None
+        self.events_written = 0
+        self.bytes_written = 0
+
+    @property
+    def started(self) -> bool:
+        return self._writer is not None
+
+    def abort(self) -> None:
+        """Nothing was recorded: remove the file."""
+        self._sink.close()
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+
+    def start(self, header: dict[str, Any]) -> None:
+        header = {"format_version": FORMAT_VERSION, "schema_version": SCHEMA_VERSION, **header}
+        self._schema = arrow_schema(header)
+        opts = ipc.IpcWriteOptions(compression="zstd")
+        self._writer = ipc.new_file(self._sink, self._schema, options=opts)
+
+    def write(self, events: np.ndarray) -> None:
+        if not len(events):
+            return
+        assert self._writer is not None and self._schema is not None
+        self._writer.write_batch(to_batch(events, self._schema))
+        self.events_written += len(events)
+        self.bytes_written = self._sink.tell()
+
+    def close(self, end: dict[str, Any]) -> None:
+        """Write the end metadata and the footer."""
+        if self._writer is None:
+            self._sink.close()
+            return
+        assert self._schema is not None
+        last = to_batch(np.empty(0, dtype=EVENT_DTYPE), self._schema)
+        self._writer.write_batch(last, custom_metadata={END_KEY: json.dumps(end)})
+        self._writer.close()
+        self.bytes_written = self._sink.tell()
+        self._sink.close()
+        self._writer = None
+
+
+@dataclass
+class Trace:
+    path: str
+    header: dict[str, Any]
+    end: dict[str, Any] | None
+    events: np.ndarray
+    complete: bool
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """Header and end metadata together (end wins)."""
+        return {**self.header, **(self.end or {})}
+
+
+def _bad(path: str, why: str) -> TraceFileError:
+    return TraceFileError(f"{path} is not a readable heapline trace: {why}")
+
+
+def _header_of(schema: pa.Schema, path: str) -> dict[str, Any]:
+    meta = schema.metadata or {}
+    if HEADER_KEY not in meta:
+        raise _bad(path, "it is an Arrow file but has no heapline header")
+    header = json.loads(meta[HEADER_KEY])
+    version = header.get("format_version")
+    if version != FORMAT_VERSION:
+        raise TraceFileError(
+            f"{path} is a heapline trace of format version {version}; this heapline reads version {FORMAT_VERSION}"
+        )
+    return header
+
+
+def open_trace(path: str) -> Trace:
+    """Read a whole trace (events sorted by time). Raises TraceFileError with one sentence."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except FileNotFoundError as e:
+        raise TraceFileError(f"no such trace file: {path}") from e
+    except IsADirectoryError as e:
+        raise TraceFileError(f"{path} is a directory, not a trace file") from e
+    except OSError as e:
+        raise TraceFileError(f"cannot read {path}: {e.strerror}") from e
+    if not head.startswith(MAGIC):
+        raise _bad(path, "it does not start with the Arrow file signature")
+    batches: list[pa.RecordBatch] = []
+    end: dict[str, Any] | None = None
+    notes: list[str] = []
+    complete = True
+    try:
+        reader = ipc.open_file(path)
+        schema = reader.schema
+        header = _header_of(schema, path)
+        for i in range(reader.num_record_batches):
+            batch, custom = reader.get_batch_with_custom_metadata(i)
+            batches.append(batch)
+            if custom is not None and END_KEY.encode() in custom:
+                end = json.loads(custom[END_KEY.encode()])
+    except TraceFileError:
+        raise
+    except (pa.ArrowInvalid, pa.ArrowException, OSError, ValueError):
+        complete = False
+        header, batches, end = _recover(path)
+        notes.append("the recording did not finish cleanly; the events written before it stopped were recovered")
+    if end is None and complete:
+        complete = False
+        notes.append("the trace has no end record")
+    table = pa.Table.from_batches(batches, schema=arrow_schema(None)) if batches else None
+    try:
+        events = from_table(table) if table is not None else np.empty(0, dtype=EVENT_DTYPE)
+    except (KeyError, pa.ArrowException) as e:
+        raise _bad(path, f"unexpected column content ({e})") from e
+    order = np.argsort(events["ts"], kind="stable")
+    return Trace(path, header, end, events[order], complete, notes)
+
+
+def _recover(path: str) -> tuple[dict[str, Any], list[pa.RecordBatch], dict[str, Any] | None]:
+    """Read a footer-less file (recorder killed) as an IPC stream after the 8-byte file magic."""
+    size = os.path.getsize(path)
+    batches: list[pa.RecordBatch] = []
+    end = None
+    with pa.memory_map(path) as src:
+        src.seek(8)
+        try:
+            reader = ipc.open_stream(src)
+        except (pa.ArrowInvalid, OSError) as e:
+            raise _bad(path, f"its schema is damaged ({size} bytes)") from e
+        header = _header_of(reader.schema, path)
+        schema = arrow_schema(None)
+        while True:
+            try:
+                batch, custom = reader.read_next_batch_with_custom_metadata()
+            except StopIteration:
+                break
+            except (pa.ArrowInvalid, OSError):
+                break  # the torn tail of an interrupted write
+            batches.append(batch.cast(schema) if batch.schema != schema else batch)
+            if custom is not None and END_KEY.encode() in custom:
+                end = json.loads(custom[END_KEY.encode()])
+    return header, batches, end

@@ -1,0 +1,108 @@
+/* report.h - heapline workload report lines, without stdio and without malloc.
+ *
+ * Every line is formatted with vsnprintf into a buffer on the stack and written to fd 1
+ * with a single write(2), so lines from different threads/processes never interleave and
+ * the heap (and therefore the program break) is never touched by reporting.
+ *
+ * Grammar (one fact per line, parsed by the tests with a regex):
+ *   line   := "HL " verb { " " key "=" value } "\n"
+ *   address values are "0x" + lowercase hex, sizes/ints are decimal.
+ */
+#ifndef HEAPLINE_REPORT_H
+#define HEAPLINE_REPORT_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h> /* vsnprintf only: it formats into our buffer and never allocates here */
+#include <stdlib.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#define HL_LINE_MAX 256
+
+__attribute__((format(printf, 1, 2))) static inline void hl_line(const char *fmt, ...)
+{
+    char buf[HL_LINE_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, sizeof buf - 1, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        _exit(120);
+    if ((size_t)n > sizeof buf - 2)
+        n = (int)(sizeof buf - 2);
+    buf[n++] = '\n';
+    size_t off = 0;
+    while (off < (size_t)n) { /* a pipe write of < PIPE_BUF bytes is atomic; loop is for EINTR */
+        ssize_t w = write(1, buf + off, (size_t)n - off);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            _exit(121);
+        }
+        off += (size_t)w;
+    }
+}
+
+#define HL_PTR(p) ((unsigned long)(uintptr_t)(p))
+
+static inline void hl_pid(void) { hl_line("HL pid pid=%ld", (long)getpid()); }
+static inline void hl_ready(void) { hl_line("HL ready"); }
+static inline void hl_done(void) { hl_line("HL done"); }
+
+/* The break right now; sbrk(0) reads glibc's cached break and makes no syscall. */
+static inline void hl_brk(const char *phase)
+{
+    hl_line("HL brk phase=%s sbrk=0x%lx", phase, HL_PTR(sbrk(0)));
+}
+
+static inline void hl_mmap(const void *addr, size_t len, int prot, int flags)
+{
+    hl_line("HL mmap addr=0x%lx len=%zu prot=%d flags=%d", HL_PTR(addr), len, prot, flags);
+}
+
+static inline void hl_munmap(const void *addr, size_t len)
+{
+    hl_line("HL munmap addr=0x%lx len=%zu", HL_PTR(addr), len);
+}
+
+static inline void hl_madvise(const void *addr, size_t len, int advice)
+{
+    hl_line("HL madvise addr=0x%lx len=%zu advice=%d", HL_PTR(addr), len, advice);
+}
+
+static inline void hl_mprotect(const void *addr, size_t len, int prot)
+{
+    hl_line("HL mprotect addr=0x%lx len=%zu prot=%d", HL_PTR(addr), len, prot);
+}
+
+static inline void hl_mremap(const void *old, size_t oldlen, const void *new_, size_t newlen, int flags)
+{
+    hl_line("HL mremap old=0x%lx oldlen=%zu new=0x%lx newlen=%zu flags=%d", HL_PTR(old), oldlen,
+            HL_PTR(new_), newlen, flags);
+}
+
+static inline void hl_fork(pid_t child) { hl_line("HL fork child=%ld", (long)child); }
+static inline void hl_thread(pid_t tid) { hl_line("HL thread tid=%ld", (long)tid); }
+static inline void hl_wait(int status) { hl_line("HL wait status=%d", status); }
+static inline void hl_exit(int code) { hl_line("HL exit code=%d", code); }
+
+/* Report a failed call on fd 2 (no stdio) and exit with a distinctive code. */
+static inline void hl_die(const char *what)
+{
+    char buf[HL_LINE_MAX];
+    int n = snprintf(buf, sizeof buf, "heapline workload: %s failed: errno=%d\n", what, errno);
+    if (n > 0) {
+        ssize_t w = write(2, buf, (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1);
+        (void)w;
+    }
+    _exit(125);
+}
+
+#endif
