@@ -13,6 +13,13 @@
 #define K_EXIT 18
 #define K_RSS 19
 
+#define LOST_RING_FULL 0           // the ring buffer had no room
+#define LOST_INFLIGHT_FULL 1       // too many syscalls in flight at once
+#define LOST_PROCESS_TABLE_FULL 2  // a child could not be followed
+#define LOST_REASONS 3
+
+#define RESERVE_TRIES 4
+
 #define TRACE_ACTIVE 1
 #define TRACE_PENDING_EXEC 2
 

@@ -24,14 +24,26 @@ BPF_HASH(exit_codes, u32, s32, 65536);
 // rss_stat's mm_id -> tgid, and the latest counters of that address space
 BPF_TABLE("lru_hash", u32, u32, mm_owner, 16384);
 BPF_TABLE("lru_hash", u32, struct rss_state, rss_state, 16384);
-// events that could not be recorded (ring full, map full), per CPU
-BPF_PERCPU_ARRAY(lost, u64, 1);
+// events that could not be recorded, per CPU and per reason (LOST_* in heapline.h)
+BPF_PERCPU_ARRAY(lost, u64, LOST_REASONS);
 
-static __always_inline void count_lost(void) {
-    int zero = 0;
-    u64 *n = lost.lookup(&zero);
+static __always_inline void count_lost(int reason) {
+    u64 *n = lost.lookup(&reason);
     if (n)
         (*n)++;
+}
+
+// bpf_ringbuf_reserve() can fail for a moment while the ring has room (its lock is not
+// always taken on the first try); a few retries make that rare, and what still fails is counted.
+static __always_inline struct event *reserve(void) {
+    struct event *e;
+#pragma unroll
+    for (int i = 0; i < RESERVE_TRIES; i++) {
+        e = events.ringbuf_reserve(sizeof(struct event));
+        if (e)
+            return e;
+    }
+    return 0;
 }
 
 static __always_inline int is_active(u32 tgid) {
@@ -49,7 +61,7 @@ static __always_inline int enter(u16 kind, u64 a0, u64 a1, u64 a2, u64 a3, u64 a
     p.kind = kind;
     p.a[0] = a0; p.a[1] = a1; p.a[2] = a2; p.a[3] = a3; p.a[4] = a4; p.a[5] = a5;
     if (inflight.update(&tid, &p))
-        count_lost();
+        count_lost(LOST_INFLIGHT_FULL);
     return 0;
 }
 
@@ -63,9 +75,9 @@ static __always_inline int leave(u16 kind, long ret) {
         inflight.delete(&tid);
         return 0;
     }
-    struct event *e = events.ringbuf_reserve(sizeof(struct event));
+    struct event *e = reserve();
     if (!e) {
-        count_lost();
+        count_lost(LOST_RING_FULL);
         inflight.delete(&tid);
         return 0;
     }
@@ -87,9 +99,9 @@ static __always_inline int leave(u16 kind, long ret) {
 
 // An event that is not a syscall (lifecycle, RSS): emitted at once.
 static __always_inline void emit(u16 kind, u32 pid, u32 tid, u64 a0, u64 a1, u64 a2, u64 a3) {
-    struct event *e = events.ringbuf_reserve(sizeof(struct event));
+    struct event *e = reserve();
     if (!e) {
-        count_lost();
+        count_lost(LOST_RING_FULL);
         return;
     }
     e->ts = bpf_ktime_get_ns();
@@ -181,7 +193,7 @@ TRACEPOINT_PROBE(sched, sched_process_fork) {
     if (!thread && FOLLOW_CHILDREN) {
         u8 active = TRACE_ACTIVE;
         if (traced.update(&child, &active))
-            count_lost();
+            count_lost(LOST_PROCESS_TABLE_FULL);
     }
     emit(K_FORK, tgid, tid, child, flags, thread, f ? 1 : 0);
     return 0;

@@ -16,7 +16,7 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Show how a process's memory moves between its allocator and the kernel, and why it stays.",
 )
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _fail(e: HeaplineError) -> typer.Exit:

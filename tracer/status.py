@@ -58,7 +58,7 @@ class StatusLine:
         n_lost = sum(lost.values())
         line = Text.assemble(
             ("● rec ", "bold red"),
-            f"{now - self.t0:6.1f}s  pid {self.pid}  {self.events:,} events ({human_rate(self._rate)})  ",
+            f"{now - self.t0:5.1f}s  {self.events:,} events {human_rate(self._rate)}  ",
             f"brk {hex(self.brk) if self.brk else '?'}  rss anon {human_bytes(self.rss) if self.rss else '?'}  ",
             (f"lost {n_lost:,}", "bold red" if n_lost else "dim"),
         )

@@ -17,7 +17,6 @@ in arrival order; sort by ``ts`` for time order.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 from dataclasses import dataclass, field
@@ -88,13 +87,11 @@ class TraceWriter:
     def __init__(self, path: str) -> None:
         self.path = path
         try:
-            self._sink = pa.OSFile(path, "wb")
-            # a launched target must not inherit the trace file
-            fd = self._sink.fileno()
-            fcntl.fcntl(fd, fcntl.F_SETFD, fcntl.fcntl(fd, fcntl.F_GETFD) | fcntl.FD_CLOEXEC)
-        except (OSError, pa.ArrowException) as e:
-            reason = getattr(e, "strerror", None) or str(e)
-            raise HeaplineError(f"cannot write the trace to {path}: {reason}", Exit.OUTPUT_NOT_WRITABLE) from e
+            # unbuffered (every batch reaches the kernel when written) and close-on-exec
+            self._file = open(path, "wb", buffering=0)  # noqa: SIM115 - closed in close()/abort()
+        except OSError as e:
+            raise HeaplineError(f"cannot write the trace to {path}: {e.strerror}", Exit.OUTPUT_NOT_WRITABLE) from e
+        self._sink = pa.PythonFile(self._file, mode="w")
         self._writer: ipc.RecordBatchFileWriter | None = None
         self._schema: pa.Schema | None = None
         self.events_written = 0
@@ -107,6 +104,7 @@ class TraceWriter:
     def abort(self) -> None:
         """Nothing was recorded: remove the file."""
         self._sink.close()
+        self._file.close()
         try:
             os.unlink(self.path)
         except OSError:
@@ -130,6 +128,7 @@ class TraceWriter:
         """Write the end metadata and the footer."""
         if self._writer is None:
             self._sink.close()
+            self._file.close()
             return
         assert self._schema is not None
         last = to_batch(np.empty(0, dtype=EVENT_DTYPE), self._schema)
@@ -137,6 +136,7 @@ class TraceWriter:
         self._writer.close()
         self.bytes_written = self._sink.tell()
         self._sink.close()
+        self._file.close()
         self._writer = None
 
 

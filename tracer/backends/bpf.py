@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes as ct
 import mmap
 import os
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from .ringbuf import RingReader
 
 TRACEFS = Path("/sys/kernel/tracing")
 TRACE_ACTIVE = 1
+LOST_REASONS = ("ring_buffer_full", "inflight_table_full", "process_table_full")  # LOST_* in heapline.h
 TRACE_PENDING_EXEC = 2
 
 
@@ -138,11 +140,20 @@ class BpfBackend(Backend):
     def exit_status(self) -> int | None:
         return self._child.wait() if self._child is not None else None
 
-    def lost(self) -> dict[int, int]:
+    def _lost_table(self) -> list[list[int]]:
+        """lost[reason][cpu]"""
         if self._bpf is None:
-            return {}
-        values = self._bpf["lost"][ct.c_int(0)]
-        return {cpu: int(v) for cpu, v in enumerate(values) if int(v)}
+            return []
+        table = self._bpf["lost"]
+        return [[int(v) for v in table[ct.c_int(r)]] for r in range(len(LOST_REASONS))]
+
+    def lost(self) -> dict[int, int]:
+        per_cpu: dict[int, int] = {}
+        for row in self._lost_table():
+            for cpu, v in enumerate(row):
+                if v:
+                    per_cpu[cpu] = per_cpu.get(cpu, 0) + v
+        return per_cpu
 
     def stop(self) -> None:
         if self._bpf is None:
@@ -150,7 +161,11 @@ class BpfBackend(Backend):
         if self._reader is not None:
             self._reader.close()
             self._reader = None
-        self._bpf.cleanup()
+        # each detach waits for an RCU grace period (~75 ms here): overlap them
+        bpf = self._bpf
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            list(pool.map(bpf.detach_tracepoint, list(bpf.tracepoint_fds)))
+        bpf.cleanup()
         self._bpf = None
 
     def info(self) -> BackendInfo:
@@ -159,5 +174,6 @@ class BpfBackend(Backend):
             "kernel_headers_exact": self.headers.exact,
             "ring_buffer_bytes": self.ring_pages * mmap.PAGESIZE,
             "rss_interval_ns": self.options.rss_interval_ns,
+            "lost_by_reason": {name: sum(row) for name, row in zip(LOST_REASONS, self._lost_table())},
         }
         return BackendInfo(self.name, details)

@@ -1,0 +1,74 @@
+"""Errors users hit: one clear sentence, a distinct exit code, nothing left half-done."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, needs_root, run_heapline, workload
+
+
+def one_sentence(stderr: str) -> bool:
+    return "Traceback" not in stderr and stderr.strip().count("\n") == 0
+
+
+@needs_root
+def test_command_not_found(tmp_path) -> None:
+    out = tmp_path / "x.trace"
+    r = run_heapline("record", "-o", str(out), "--", "no-such-program-heapline")
+    assert r.returncode == 127 and "command not found" in r.stderr and one_sentence(r.stderr)
+    assert not out.exists()
+
+
+@needs_root
+def test_not_executable(tmp_path) -> None:
+    f = tmp_path / "data.txt"
+    f.write_text("hi")
+    r = run_heapline("record", "-o", str(tmp_path / "x.trace"), "--", str(f))
+    assert r.returncode == 126 and one_sentence(r.stderr)
+
+
+@needs_root
+def test_pid_not_found(tmp_path) -> None:
+    r = run_heapline("record", "-o", str(tmp_path / "x.trace"), "-p", "4194304")
+    assert r.returncode == 20 and "no process" in r.stderr and one_sentence(r.stderr)
+
+
+@needs_root
+def test_output_not_writable(tmp_path) -> None:
+    r = run_heapline("record", "-o", str(tmp_path / "missing-dir" / "x.trace"), "--", workload("exit_code"), "0")
+    assert r.returncode == 73 and "cannot write" in r.stderr and one_sentence(r.stderr)
+
+
+def test_usage_errors() -> None:
+    r = run_heapline("record", "-o", "/tmp/never.trace")
+    assert r.returncode == 2 and one_sentence(r.stderr)
+    r = run_heapline("record", "--backend", "dtrace", "-o", "/tmp/never.trace", "--", "true")
+    assert r.returncode == 2 and one_sentence(r.stderr)
+
+
+@needs_root
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) is not installed")
+def test_not_root_with_bpf_backend() -> None:
+    tmp_path = Path(tempfile.mkdtemp())
+    os.chmod(tmp_path, 0o777)
+    cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--",
+           str(ROOT / ".venv" / "bin" / "python"), "-m", "tracer.cli",
+           "record", "--backend", "bpf", "-o", str(tmp_path / "x.trace"), "--", "true"]
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=60)
+    finally:
+        shutil.rmtree(tmp_path, ignore_errors=True)
+    assert r.returncode == 10 and "root" in r.stderr and one_sentence(r.stderr)
+
+
+@needs_root
+def test_launched_target_inherits_no_tracer_files(tmp_path) -> None:
+    plain = subprocess.run(["ls", "/proc/self/fd"], capture_output=True, text=True).stdout.split()
+    r = run_heapline("record", "-q", "-o", str(tmp_path / "x.trace"), "--", "ls", "/proc/self/fd")
+    assert r.returncode == 0, r.stderr
+    assert sorted(r.stdout.split()) == sorted(plain)
