@@ -124,7 +124,9 @@ TRACEPOINT_PROBE(syscalls, sys_enter_brk) {
 TRACEPOINT_PROBE(syscalls, sys_exit_brk) { return leave(K_BRK, args->ret); }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_mmap) {
-    return enter(K_MMAP, args->addr, args->len, args->prot, args->flags, args->fd, args->off);
+    // the kernel uses fd as an int: store it sign-extended, as strace prints it (-1, not 4294967295)
+    u64 fd = (u64)(s64)(s32)args->fd;
+    return enter(K_MMAP, args->addr, args->len, args->prot, args->flags, fd, args->off);
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_mmap) { return leave(K_MMAP, args->ret); }
 
@@ -134,7 +136,9 @@ TRACEPOINT_PROBE(syscalls, sys_enter_munmap) {
 TRACEPOINT_PROBE(syscalls, sys_exit_munmap) { return leave(K_MUNMAP, args->ret); }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_mremap) {
-    return enter(K_MREMAP, args->addr, args->old_len, args->new_len, args->flags, args->new_addr, 0);
+    // new_addr is only an argument with MREMAP_FIXED (otherwise the register holds whatever was there)
+    u64 new_addr = (args->flags & MREMAP_FIXED_FLAG) ? args->new_addr : 0;
+    return enter(K_MREMAP, args->addr, args->old_len, args->new_len, args->flags, new_addr, 0);
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_mremap) { return leave(K_MREMAP, args->ret); }
 
@@ -155,6 +159,7 @@ static __always_inline int note_clone(u64 flags) {
     u32 tgid = id >> 32, tid = (u32)id;
     if (!is_active(tgid))
         return 0;
+    flags &= ~CSIGNAL_MASK;  // the exit signal is not a flag
     cloning.update(&tid, &flags);
     return 0;
 }
@@ -165,7 +170,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_clone3) {
     bpf_probe_read_user(&flags, sizeof(flags), (void *)args->uargs);
     return note_clone(flags);
 }
-TRACEPOINT_PROBE(syscalls, sys_enter_fork) { return note_clone(SIGCHLD_FLAGS); }
+TRACEPOINT_PROBE(syscalls, sys_enter_fork) { return note_clone(0); }
 TRACEPOINT_PROBE(syscalls, sys_enter_vfork) { return note_clone(VFORK_FLAGS); }
 
 static __always_inline int clone_done(void) {

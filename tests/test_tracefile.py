@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 
 import numpy as np
 import pandas as pd
@@ -28,13 +29,13 @@ def sample(n: int, t0: int = 1000) -> np.ndarray:
     return ev
 
 
-def write(path: str, batches: list[np.ndarray], end: dict | None = {"exit_code": 0}) -> None:
+def write(path: str, batches: list[np.ndarray], finish: bool = True) -> None:
     w = TraceWriter(path)
     w.start({"pid": 42, "command": ["x"], "attached": False})
     for b in batches:
         w.write(b)
-    if end is not None:
-        w.close(end)
+    if finish:
+        w.close({"exit_code": 0})
 
 
 def test_round_trip_keeps_every_field(tmp_path) -> None:
@@ -58,7 +59,11 @@ def test_readable_without_heapline(tmp_path) -> None:
 
 def test_truncated_trace_is_recovered(tmp_path) -> None:
     p = str(tmp_path / "t.trace")
-    write(p, [sample(100), sample(100, t0=5000), sample(100, t0=9000)], end=None)  # like SIGKILL: no footer
+    pid = os.fork()
+    if pid == 0:  # a writer killed with SIGKILL: no footer, no end record, no destructor
+        write(p, [sample(100), sample(100, t0=5000), sample(100, t0=9000)], finish=False)
+        os.kill(os.getpid(), signal.SIGKILL)
+    os.waitpid(pid, 0)
     t = open_trace(p)
     assert not t.complete and len(t.events) == 300 and t.notes
     # cut into the last batch: the complete batches before it survive

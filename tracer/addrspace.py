@@ -105,8 +105,8 @@ class AddressSpace:
             shifted.append(Region(new + old_len, new + new_len, last.prot, last.anon))
         elif not shifted:
             shifted = [Region(new, new + new_len, 3, True)]
-        clipped = [Region(r.start, min(r.end, new + new_len), r.prot, r.anon) for r in shifted if r.start < new + new_len]
-        self._insert(clipped)
+        limit = new + new_len
+        self._insert([Region(r.start, min(r.end, limit), r.prot, r.anon) for r in shifted if r.start < limit])
 
     def _copy(self, start: int, end: int) -> list[Region]:
         return [

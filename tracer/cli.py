@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -30,10 +29,10 @@ def _say(msg: str) -> None:
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
 def record(
-    command: Optional[list[str]] = typer.Argument(None, help="The command to launch (after --)."),
+    command: list[str] | None = typer.Argument(None, help="The command to launch (after --)."),
     output: str = typer.Option("heapline.trace", "-o", "--output", help="Trace file to write."),
-    pid: Optional[int] = typer.Option(None, "-p", "--pid", help="Attach to this running process instead."),
-    duration: Optional[float] = typer.Option(None, "--duration", help="Stop after this many seconds."),
+    pid: int | None = typer.Option(None, "-p", "--pid", help="Attach to this running process instead."),
+    duration: float | None = typer.Option(None, "--duration", help="Stop after this many seconds."),
     backend: str = typer.Option("auto", "--backend", help="auto (bpf, else strace), bpf or strace."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No status line."),
     no_aslr: bool = typer.Option(False, "--no-aslr", help="Launch with address randomization off."),

@@ -12,14 +12,19 @@ kind       a0 .. a5 and ret
 BRK        a0=requested break; ret=resulting break (as the kernel returned it)
 MMAP       a0=addr, a1=len, a2=prot, a3=flags, a4=fd (as unsigned), a5=offset; ret=address
 MUNMAP     a0=addr, a1=len; ret=0 or -errno
-MREMAP     a0=old_addr, a1=old_len, a2=new_len, a3=flags, a4=new_addr; ret=address
+MREMAP     a0=old_addr, a1=old_len, a2=new_len, a3=flags, a4=new_addr (0 without MREMAP_FIXED);
+           ret=address
 MADVISE    a0=addr, a1=len, a2=advice; ret=0 or -errno
 MPROTECT   a0=addr, a1=len, a2=prot; ret=0 or -errno
-FORK       a0=child pid (tid of the new task), a1=clone flags, a2=1 when it is a thread
-EXEC       the address space of ``pid`` starts over; a0=old pid (tid that called execve)
+FORK       a0=child pid (tid of the new task), a1=clone flags without the exit signal (fork: 0,
+           vfork: CLONE_VM|CLONE_VFORK), a2=1 when it is a thread, a3=1 when the flags are known
+EXEC       the address space of ``pid`` starts over; a0=the tid that called execve
 EXIT       a task ended; a0=exit code when known, a1=1 when a0 is known, a2=1 when it was the
-           last task of the process (the address space is gone)
-RSS        resident memory of ``pid`` in bytes: a0=anon, a1=file, a2=shmem, a3=swap entries
+           last task of the process (the address space is gone), a3=the signal that killed it
+           when known (0 otherwise)
+RSS        resident memory of ``pid`` in bytes: a0=anon, a1=file, a2=shmem, a3=swap;
+           aux=1 when the sample is the kernel's latest counters read at the end of a
+           rate-limit interval (rss_stat is coalesced in the kernel), 0 when emitted live
 =========  ===================================================================================
 
 ``ret`` holds -errno on failure, exactly like the raw syscall return. ``dur`` is the time between

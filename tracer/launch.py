@@ -25,7 +25,7 @@ def resolve(argv0: str) -> str:
         path = found
     if os.path.isdir(path) or not os.access(path, os.X_OK):
         raise HeaplineError(f"not an executable file: {argv0}", Exit.NOT_EXECUTABLE)
-    return os.path.abspath(path)
+    return path
 
 
 class HeldChild:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -100,7 +99,9 @@ def record(req: Request, say: Callable[[str], None]) -> Result:
         raise
 
 
-def _run(req: Request, spec: LaunchSpec | None, backend: Backend, writer: TraceWriter, say: Callable[[str], None]) -> Result:
+def _run(
+    req: Request, spec: LaunchSpec | None, backend: Backend, writer: TraceWriter, say: Callable[[str], None]
+) -> Result:
     interrupt = _Interrupt()
     old_int = signal.signal(signal.SIGINT, interrupt)
     old_term = signal.signal(signal.SIGTERM, interrupt)
@@ -192,18 +193,17 @@ def _loop(
                 if attached or interrupt.count > 1 or now - interrupt.at > GRACE_AFTER_INTERRUPT_S:
                     stop_reason = "interrupted"
                     break
-        final = backend.poll()
-        if len(final):
-            pending.append(final)
-            status.feed(final)
-        if pending:
-            writer.write(np.concatenate(pending))
-        lost = backend.lost()
-        info = backend.info()
         end_ns = procfs.time_ns()
+        pending.append(backend.poll())
     finally:
         status.clear()
         backend.stop()
+    pending.append(backend.poll())  # what was still in flight when tracing stopped
+    lost = backend.lost()
+    info = backend.info()
+    events = np.concatenate(pending)
+    if len(events):
+        writer.write(events)
     if not attached and exit_code is None:
         exit_code = backend.exit_status()
     libc_info = sysinfo.describe_libc(libc, "target") if libc else sysinfo.describe_libc(sysinfo.host_libc(), "host")

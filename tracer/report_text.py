@@ -28,28 +28,25 @@ def print_summary(s: dict[str, Any], console: Console) -> None:
         lib = tr["libc"]
         console.print(f"libc: {lib.get('version') or 'unknown'} ({lib.get('path')}, {lib.get('source')})")
 
-    kinds = Table(title="calls", show_edge=False)
-    for k in ev["by_kind"]:
-        kinds.add_column(k, justify="right")
-    kinds.add_row(*[f"{v:,}" for v in ev["by_kind"].values()])
-    console.print(kinds)
+    calls = "  ".join(f"{k} [bold]{v:,}[/]" for k, v in ev["by_kind"].items())
+    console.print(f"calls: {calls}")
 
     b = s["brk"]
-    heap = Table(title="program break", show_edge=False)
-    for col in ("start", "initial", "peak", "final", "heap at peak", "heap at end", "grows", "shrinks"):
-        heap.add_column(col, justify="right")
-    heap.add_row(
-        _addr(b["start"]), _addr(b["initial"]), _addr(b["peak"]), _addr(b["final"]),
-        human_bytes(b["peak"] - b["start"]), human_bytes(b["final"] - b["start"]),
-        str(b["grow_calls"]), str(b["shrink_calls"]),
-    )
-    console.print(heap)
+    table = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
+    table.add_column("program break")
+    table.add_column("address", justify="right")
+    table.add_column("heap (break - start)", justify="right")
+    for key in ("start", "initial", "peak", "final"):
+        table.add_row(key, _addr(b[key]), human_bytes(b[key] - b["start"]) if b[key] else "-")
+    console.print(table)
+    console.print(f"break moves: {b['grow_calls']} up, {b['shrink_calls']} down")
 
-    mem = Table(title="memory", show_edge=False)
-    mem.add_column("")
+    mem = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
+    mem.add_column("memory")
     mem.add_column("peak", justify="right")
     mem.add_column("final", justify="right")
-    mem.add_row("anonymous mappings", human_bytes(s["mmap"]["anon_bytes_peak"]), human_bytes(s["mmap"]["anon_bytes_final"]))
+    mm = s["mmap"]
+    mem.add_row("anonymous mappings", human_bytes(mm["anon_bytes_peak"]), human_bytes(mm["anon_bytes_final"]))
     mem.add_row("RSS anon", human_bytes(s["rss"]["anon_peak"]), human_bytes(s["rss"]["anon_final"]))
     console.print(mem)
 

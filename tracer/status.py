@@ -9,8 +9,9 @@ import numpy as np
 from rich.console import Console
 from rich.text import Text
 
-from .events import Kind
 from viz.units import human_bytes, human_rate
+
+from .events import Kind
 
 
 class StatusLine:

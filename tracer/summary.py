@@ -53,13 +53,14 @@ def process_summary(ev: np.ndarray, page_size: int, snapshot: dict | None) -> di
     if snapshot is not None and not (kind == Kind.EXEC).any():
         for m in snapshot["mappings"]:
             anon = m["inode"] == 0 and not m["path"].startswith(("/", "[stack", "[vdso", "[vvar", "[vsyscall"))
-            prot = (1 if m["perms"][0] == "r" else 0) | (2 if m["perms"][1] == "w" else 0) | (4 if m["perms"][2] == "x" else 0)
+            perms = m["perms"]
+            prot = (perms[0] == "r") * 1 | (perms[1] == "w") * 2 | (perms[2] == "x") * 4
             space.mmap(m["start"], m["end"] - m["start"], prot, 0x20 if anon else 0)
     peak = space.anon_bytes
     maps = ev[np.isin(kind, _MAP_KINDS) & _ok(ev)]
     for k, a0, a1, a2, a3, a4, ret in zip(
         maps["kind"].tolist(), maps["a0"].tolist(), maps["a1"].tolist(), maps["a2"].tolist(),
-        maps["a3"].tolist(), maps["a4"].tolist(), maps["ret"].tolist(),
+        maps["a3"].tolist(), maps["a4"].tolist(), maps["ret"].tolist(), strict=False,
     ):
         space.apply(KIND_NAMES[k], (a0, a1, a2, a3, a4, 0), ret)
         peak = max(peak, space.anon_bytes)
@@ -89,7 +90,7 @@ def process_summary(ev: np.ndarray, page_size: int, snapshot: dict | None) -> di
 def _by_kind(ev: np.ndarray) -> dict[str, int]:
     counts = {KIND_NAMES[int(k)]: 0 for k in SYSCALL_KINDS}
     kinds, n = np.unique(ev["kind"], return_counts=True)
-    for k, c in zip(kinds.tolist(), n.tolist()):
+    for k, c in zip(kinds.tolist(), n.tolist(), strict=False):
         counts[KIND_NAMES.get(k, f"kind{k}")] = c
     return counts
 

@@ -17,7 +17,6 @@ def machine() -> dict:
     return {
         "kernel": platform.release(),
         "machine": platform.machine(),
-        "hostname": platform.node(),
         "page_size": mmap.PAGESIZE,
         "cpus": os.cpu_count(),
     }

@@ -54,11 +54,13 @@ class Backend(ABC):
 
     @abstractmethod
     def lost(self) -> dict[int, int]:
-        """Events lost so far, per CPU (or {0: n} where the backend has no CPUs to speak of)."""
+        """Events lost so far, per CPU; key -1 for losses not tied to a CPU (e.g. a probe the kernel skipped)."""
 
     @abstractmethod
     def stop(self) -> None:
-        """Stop tracing and release everything; an attached target keeps running."""
+        """Stop tracing and release everything; an attached target keeps running.
+
+        Events not yet polled at that moment are kept: the next poll() returns them."""
 
     def info(self) -> BackendInfo:
         return BackendInfo(self.name)

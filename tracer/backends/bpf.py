@@ -20,6 +20,7 @@ from .ringbuf import RingReader
 
 TRACEFS = Path("/sys/kernel/tracing")
 TRACE_ACTIVE = 1
+UNKNOWN_CPU = -1  # lost() key for losses the kernel does not attribute to a CPU
 LOST_REASONS = ("ring_buffer_full", "inflight_table_full", "process_table_full")  # LOST_* in heapline.h
 TRACE_PENDING_EXEC = 2
 
@@ -42,6 +43,11 @@ def ensure_tracefs() -> None:
     rc = os.system(f"mount -t tracefs nodev {TRACEFS} >/dev/null 2>&1")
     if rc != 0 or not (TRACEFS / "events").is_dir():
         raise BackendUnavailable(f"tracefs is not mounted at {TRACEFS} and could not be mounted", Exit.NO_TRACEFS)
+
+
+def _home_relative(path: str) -> str:
+    home = os.path.expanduser("~")
+    return "~" + path[len(home) :] if home != "/" and path.startswith(home + "/") else path
 
 
 def _check_root() -> None:
@@ -69,6 +75,9 @@ class BpfBackend(Backend):
         self._reader: RingReader | None = None
         self._child: HeldChild | None = None
         self._rss_seen: dict[int, int] = {}
+        self._leftover = np.empty(0, dtype=EVENT_DTYPE)
+        self._final_lost: dict[int, int] = {}
+        self._final_details: dict = {}
         self._load()
 
     # -- loading ---------------------------------------------------------------------------
@@ -117,7 +126,9 @@ class BpfBackend(Backend):
                 self._arm(child, TRACE_ACTIVE)
 
     def poll(self) -> np.ndarray:
-        assert self._reader is not None
+        if self._reader is None:  # stopped: what was drained while stopping
+            ev, self._leftover = self._leftover, np.empty(0, dtype=EVENT_DTYPE)
+            return ev
         ev = self._reader.drain()
         trailing = self._trailing_rss()
         if len(trailing):
@@ -147,33 +158,63 @@ class BpfBackend(Backend):
         table = self._bpf["lost"]
         return [[int(v) for v in table[ct.c_int(r)]] for r in range(len(LOST_REASONS))]
 
+    def _skipped(self) -> int:
+        """Times the kernel did not run one of our probes (another BPF program was running on that
+        CPU: ``recursion_misses`` of each program). Each is an event that was never recorded."""
+        if self._bpf is None:
+            return 0
+        total = 0
+        for fn in self._bpf.funcs.values():
+            try:
+                with open(f"/proc/self/fdinfo/{fn.fd}") as f:
+                    for line in f:
+                        if line.startswith("recursion_misses:"):
+                            total += int(line.split()[1])
+            except OSError:
+                continue
+        return total
+
     def lost(self) -> dict[int, int]:
+        if self._bpf is None:
+            return dict(self._final_lost)
         per_cpu: dict[int, int] = {}
         for row in self._lost_table():
             for cpu, v in enumerate(row):
                 if v:
                     per_cpu[cpu] = per_cpu.get(cpu, 0) + v
+        skipped = self._skipped()
+        if skipped:
+            per_cpu[UNKNOWN_CPU] = skipped
         return per_cpu
 
     def stop(self) -> None:
         if self._bpf is None:
             return
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
         # each detach waits for an RCU grace period (~75 ms here): overlap them
         bpf = self._bpf
         with ThreadPoolExecutor(max_workers=16) as pool:
             list(pool.map(bpf.detach_tracepoint, list(bpf.tracepoint_fds)))
+        # no probe runs any more: what is in the ring now is everything
+        if self._reader is not None:
+            self._leftover = self.poll()
+            self._reader.close()
+            self._reader = None
+        self._final_lost = self.lost()
+        self._final_details = self.info().details
         bpf.cleanup()
         self._bpf = None
 
     def info(self) -> BackendInfo:
+        if self._bpf is None:
+            return BackendInfo(self.name, dict(self._final_details))
         details = {
-            "kernel_headers": self.headers.path,
+            "kernel_headers": _home_relative(self.headers.path),
             "kernel_headers_exact": self.headers.exact,
             "ring_buffer_bytes": self.ring_pages * mmap.PAGESIZE,
             "rss_interval_ns": self.options.rss_interval_ns,
-            "lost_by_reason": {name: sum(row) for name, row in zip(LOST_REASONS, self._lost_table())},
+            "lost_by_reason": {
+                **{name: sum(row) for name, row in zip(LOST_REASONS, self._lost_table(), strict=False)},
+                "probe_skipped": self._skipped(),
+            },
         }
         return BackendInfo(self.name, details)

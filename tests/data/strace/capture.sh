@@ -1,7 +1,7 @@
 #!/bin/sh
 # Regenerates the fixtures in this directory from the C programs next to it.
-# Needs gcc, strace and setarch; run it from anywhere. The options are the ones
-# tracer/backends/strace.py passes (strace_args with follow=True); keep them in sync.
+# Needs gcc, strace and setarch; run it from anywhere. The options are the ones the
+# strace backend passes (tracer/backends/strace_parse.py: strace_args, follow=True); keep them in sync.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d)
@@ -25,7 +25,7 @@ sleep 0.2
 strace -p "$target" -f --absolute-timestamps=format:unix,precision:ns --syscall-times=ns -q \
     -e trace=brk,mmap,munmap,mremap,madvise,mprotect,clone,clone3,fork,vfork,execve,execveat,exit,exit_group \
     -e 'signal=!SIGCHLD,SIGURG,SIGWINCH,SIGCONT' -X raw -o "$here/attach.raw.txt" & tracer=$!
-sleep 0.1
+sleep 0.05
 kill -INT "$tracer"
 wait "$tracer" || true
 kill "$target"

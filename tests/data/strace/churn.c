@@ -10,7 +10,7 @@ static void *churn(void *arg) {
         void *p = mmap(NULL, 65536, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         madvise(p, 65536, MADV_DONTNEED);
         munmap(p, 65536);
-        usleep(500);
+        usleep(2000);
     }
     return NULL;
 }
@@ -21,6 +21,6 @@ int main(void) {
     for (;;) {
         void *p = mmap(NULL, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         munmap(p, 4096);
-        usleep(300);
+        usleep(1000);
     }
 }

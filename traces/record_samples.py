@@ -1,0 +1,63 @@
+"""Re-record the sample traces in this folder (needs root): each trace beside the workload's own report.
+
+    sudo .venv/bin/python traces/record_samples.py
+
+Every sample is a real recording; tests/test_samples.py replays them without root and checks
+them against the reports (``NAME.out``) the workloads printed while they were recorded.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+# the workloads run from a neutral folder, so the traces name no folder of the recording machine
+WORK = Path("/tmp/heapline-samples")
+HEAPLINE = [sys.executable, "-m", "tracer.cli", "record", "-q"]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def launch(name: str, backend: str, *argv: str) -> None:
+    out = subprocess.run([*HEAPLINE, "--backend", backend, "-o", str(HERE / f"{name}.trace"), "--", *argv],
+                         cwd=WORK, env=ENV, capture_output=True, text=True, check=False)
+    (HERE / f"{name}.out").write_text(out.stdout)
+    print(f"{name}: exit {out.returncode}")
+
+
+def attach(name: str, backend: str, *argv: str) -> None:
+    prog = subprocess.Popen(list(argv), cwd=WORK, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    text = ""
+    while "HL ready" not in text:
+        text += prog.stdout.readline()
+    rec = subprocess.Popen([*HEAPLINE[:-1], "--backend", backend, "-o", str(HERE / f"{name}.trace"),
+                            "-p", str(prog.pid)], cwd=WORK, env=ENV, stderr=subprocess.PIPE, text=True)
+    while "recording:" not in rec.stderr.readline():
+        pass
+    prog.stdin.write("g")
+    prog.stdin.flush()
+    text += prog.stdout.read()
+    prog.wait()
+    rec.wait()
+    (HERE / f"{name}.out").write_text(text)
+    print(f"{name}: recorder exit {rec.returncode}")
+
+
+def main() -> None:
+    subprocess.run(["make", "-s", "-C", str(ROOT / "workloads")], check=True)
+    WORK.mkdir(exist_ok=True)
+    for name in ("phases", "forker"):
+        shutil.copy2(ROOT / "workloads" / "bin" / name, WORK / name)
+    launch("phases", "bpf", "./phases")
+    launch("phases-strace", "strace", "./phases")
+    attach("phases-attach", "bpf", "./phases", "--wait")
+    launch("forker", "bpf", "./forker")
+    shutil.rmtree(WORK)
+
+
+if __name__ == "__main__":
+    main()
