@@ -5,7 +5,11 @@ from __future__ import annotations
 import ctypes as ct
 import mmap
 import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
@@ -43,6 +47,31 @@ def ensure_tracefs() -> None:
     rc = os.system(f"mount -t tracefs nodev {TRACEFS} >/dev/null 2>&1")
     if rc != 0 or not (TRACEFS / "events").is_dir():
         raise BackendUnavailable(f"tracefs is not mounted at {TRACEFS} and could not be mounted", Exit.NO_TRACEFS)
+
+
+@contextmanager
+def _captured_stderr() -> Iterator[Callable[[], str]]:
+    """libbcc reports the real reason of a failure on fd 2; keep it for one clear sentence."""
+    text = ""
+    with tempfile.TemporaryFile() as tmp:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield lambda: text
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            text = tmp.read().decode(errors="replace")
+
+
+def _first_error(text: str) -> str | None:
+    for line in text.splitlines():
+        line = line.strip()
+        if line and ("error" in line.lower() or "not permitted" in line.lower()):
+            return line
+    return None
 
 
 def _home_relative(path: str) -> str:
@@ -93,10 +122,15 @@ class BpfBackend(Backend):
             f"-DFOLLOW_CHILDREN={1 if self.options.follow_children else 0}",
         ]
         os.environ["BCC_KERNEL_SOURCE"] = self.headers.path
-        try:
-            self._bpf = BPF(text=src.read_text(), cflags=cflags)
-        except Exception as e:  # bcc raises bare Exception on compile/load failures
-            raise BackendUnavailable(f"the eBPF probes could not be loaded: {e}", Exit.NO_EBPF) from e
+        with _captured_stderr() as said:
+            try:
+                self._bpf = BPF(text=src.read_text(), cflags=cflags)
+                failure = None
+            except Exception as e:  # bcc raises bare Exception on compile/load failures
+                failure = e
+        if failure is not None:
+            why = _first_error(said()) or str(failure)
+            raise BackendUnavailable(f"the eBPF probes could not be loaded: {why}", Exit.NO_EBPF) from failure
         events = self._bpf["events"]
         self._reader = RingReader(events.map_fd, self.ring_pages * mmap.PAGESIZE, EVENT_DTYPE)
 
