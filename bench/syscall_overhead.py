@@ -55,10 +55,9 @@ def main() -> None:
         "heapline strace": [*HEAPLINE, "record", "-q", "--backend", "strace", "-o", trace, "--", str(CHURN), n],
     }
     if shutil.which("strace"):
-        configs["strace (peer)"] = [
-            "strace", "-f", "-qq", "-e", "trace=brk,mmap,munmap,mremap,madvise,mprotect", "-o", "/dev/null",
-            str(CHURN), n,
-        ]
+        peer = ["strace", "-f", "-qq", "-e", "trace=brk,mmap,munmap,mremap,madvise,mprotect", "-o", "/dev/null"]
+        configs["strace (peer)"] = [*peer, str(CHURN), n]
+        configs["strace --seccomp-bpf"] = [*peer, "--seccomp-bpf", str(CHURN), n]
     results: dict[str, tuple[float, float]] = {}
     for name, cmd in configs.items():
         loops, walls = [], []
@@ -74,10 +73,10 @@ def main() -> None:
     calls = 2 * args.iterations
     print(f"mmap_churn: {args.iterations:,} x (mmap 4 KiB, touch, munmap) = {calls:,} traced syscalls; "
           f"median of {args.repeat}")
-    print(f"{'configuration':<18} {'loop':>9} {'slowdown':>9} {'added/syscall':>14} {'wall':>8}")
+    print(f"{'configuration':<22} {'loop':>9} {'slowdown':>9} {'added/syscall':>14} {'wall':>8}")
     for name, (loop, wall) in results.items():
         added = (loop - base) / calls
-        print(f"{name:<18} {loop / 1e9:8.3f}s {loop / base:8.2f}x {added:11.0f} ns {wall:7.2f}s")
+        print(f"{name:<22} {loop / 1e9:8.3f}s {loop / base:8.2f}x {added:11.0f} ns {wall:7.2f}s")
 
 
 if __name__ == "__main__":

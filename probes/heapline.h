@@ -46,8 +46,15 @@ struct pending {
     u16 kind;
 };
 
+// rss_stat's member: the kernel's MM_FILEPAGES, MM_ANONPAGES, MM_SWAPENTS, MM_SHMEMPAGES
+#define MM_FILE 0
+#define MM_ANON 1
+#define MM_SWAP 2
+#define MM_SHMEM 3
+
 struct rss_state {
-    s64 bytes[4];  // indexed by MM_FILEPAGES, MM_ANONPAGES, MM_SWAPENTS, MM_SHMEMPAGES
+    s64 bytes[4];  // indexed by member
+    s64 anon_max;  // highest anon since the last record
     u64 last_update;
     u64 last_emit;
     u32 pid;

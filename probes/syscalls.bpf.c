@@ -21,8 +21,7 @@ BPF_HASH(inflight, u32, struct pending, 65536);
 BPF_HASH(cloning, u32, u64, 65536);
 // tgid -> exit_group() status
 BPF_HASH(exit_codes, u32, s32, 65536);
-// rss_stat's mm_id -> tgid, and the latest counters of that address space
-BPF_TABLE("lru_hash", u32, u32, mm_owner, 16384);
+// rss_stat's mm_id -> the owning tgid and the latest counters of that address space
 BPF_TABLE("lru_hash", u32, struct rss_state, rss_state, 16384);
 // events that could not be recorded, per CPU and per reason (LOST_* in heapline.h)
 BPF_PERCPU_ARRAY(lost, u64, LOST_REASONS);
@@ -112,6 +111,24 @@ static __always_inline void emit(u16 kind, u32 pid, u32 tid, u64 a0, u64 a1, u64
     e->aux = 0;
     e->cpu = bpf_get_smp_processor_id();
     e->a[0] = a0; e->a[1] = a1; e->a[2] = a2; e->a[3] = a3; e->a[4] = 0; e->a[5] = 0;
+    e->ret = 0;
+    events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+}
+
+static __always_inline void emit_rss(u32 pid, u64 anon, u64 file, u64 shmem, u64 swap, u64 anon_max) {
+    struct event *e = reserve();
+    if (!e) {
+        count_lost(LOST_RING_FULL);
+        return;
+    }
+    e->ts = bpf_ktime_get_ns();
+    e->dur = 0;
+    e->pid = pid;
+    e->tid = pid;
+    e->kind = K_RSS;
+    e->aux = 0;
+    e->cpu = bpf_get_smp_processor_id();
+    e->a[0] = anon; e->a[1] = file; e->a[2] = shmem; e->a[3] = swap; e->a[4] = anon_max; e->a[5] = 0;
     e->ret = 0;
     events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
 }
@@ -249,35 +266,38 @@ TRACEPOINT_PROBE(sched, sched_process_exit) {
 
 // ---- resident memory --------------------------------------------------------------------
 
+// Runs on every page-fault-driven counter change, so the common case is one lookup: the state of
+// an address space already known. A new one is adopted only from a task of a traced process.
 TRACEPOINT_PROBE(kmem, rss_stat) {
     u32 mm = args->mm_id;
-    u32 owner;
-    if (args->curr) {
-        owner = bpf_get_current_pid_tgid() >> 32;
-        if (!is_active(owner))
-            return 0;
-        mm_owner.update(&mm, &owner);
-    } else {
-        // another task (reclaim, a remote fault) changed a traced address space
-        u32 *o = mm_owner.lookup(&mm);
-        if (!o || !is_active(*o))
-            return 0;
-        owner = *o;
-    }
     int member = args->member;
     if (member < 0 || member > 3)
         return 0;
-    struct rss_state zero = {};
-    struct rss_state *s = rss_state.lookup_or_try_init(&mm, &zero);
-    if (!s)
-        return 0;
+    struct rss_state *s = rss_state.lookup(&mm);
+    if (args->curr) {
+        u32 me = bpf_get_current_pid_tgid() >> 32;
+        if (!is_active(me))
+            return 0;  // not traced, or exiting: the teardown is not the program's RSS
+        if (!s || s->pid != me) {  // first sight of this address space (or an id reused)
+            struct rss_state fresh = {};
+            fresh.pid = me;
+            rss_state.update(&mm, &fresh);
+            s = rss_state.lookup(&mm);
+            if (!s)
+                return 0;
+        }
+    } else if (!s || !is_active(s->pid)) {
+        return 0;  // another task changed an address space we do not trace
+    }
     u64 now = bpf_ktime_get_ns();
     s->bytes[member & 3] = args->size;
-    s->pid = owner;
+    if (member == MM_ANON && args->size > s->anon_max)
+        s->anon_max = args->size;  // the peak survives the coalescing
     s->last_update = now;
     if (now - s->last_emit < RSS_INTERVAL_NS)
         return 0;
     s->last_emit = now;
-    emit(K_RSS, owner, owner, s->bytes[1], s->bytes[0], s->bytes[3], s->bytes[2]);
+    emit_rss(s->pid, s->bytes[MM_ANON], s->bytes[MM_FILE], s->bytes[MM_SHMEM], s->bytes[MM_SWAP], s->anon_max);
+    s->anon_max = s->bytes[MM_ANON];
     return 0;
 }

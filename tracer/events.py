@@ -22,7 +22,8 @@ EXEC       the address space of ``pid`` starts over; a0=the tid that called exec
 EXIT       a task ended; a0=exit code when known, a1=1 when a0 is known, a2=1 when it was the
            last task of the process (the address space is gone), a3=the signal that killed it
            when known (0 otherwise)
-RSS        resident memory of ``pid`` in bytes: a0=anon, a1=file, a2=shmem, a3=swap;
+RSS        resident memory of ``pid`` in bytes: a0=anon, a1=file, a2=shmem, a3=swap, a4=the highest
+           anon since the previous RSS record (0 when not known; samples are coalesced);
            aux=1 when the sample is the kernel's latest counters read at the end of a
            rate-limit interval (rss_stat is coalesced in the kernel), 0 when emitted live
 =========  ===================================================================================

@@ -77,13 +77,15 @@ def process_summary(ev: np.ndarray, page_size: int, snapshot: dict | None) -> di
     if len(exits):  # the address space is torn down after the last task exits: not the program's RSS
         rss = rss[rss["ts"] <= ev["ts"][exits[0]]]
     anon = rss["a0"].astype(np.int64)
+    highs = np.maximum(anon, rss["a4"].astype(np.int64))  # a4: the peak between coalesced samples
     if snapshot is not None and not (kind == Kind.EXEC).any():
-        anon = np.concatenate([[int(snapshot["rss"]["anon"])], anon])
+        first = np.array([int(snapshot["rss"]["anon"])], dtype=np.int64)
+        anon, highs = np.concatenate([first, anon]), np.concatenate([first, highs])
     return {
         "brk": brk,
         "mmap": {"anon_bytes_final": space.anon_bytes, "anon_bytes_peak": peak},
         "madvise": {"released_bytes": released, "by_advice": by_advice},
-        "rss": {"anon_peak": int(anon.max()) if len(anon) else 0, "anon_final": int(anon[-1]) if len(anon) else 0},
+        "rss": {"anon_peak": int(highs.max()) if len(highs) else 0, "anon_final": int(anon[-1]) if len(anon) else 0},
     }
 
 

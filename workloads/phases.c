@@ -150,6 +150,7 @@ int main(int argc, char **argv)
     hl_munmap(r3, len3);
 
     hl_brk("end");
+    hl_rss();
     hl_done();
     return 0;
 }

@@ -16,6 +16,8 @@
 #endif
 
 #include <errno.h>
+#include <fcntl.h>
+#include <string.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -104,5 +106,24 @@ static inline void hl_die(const char *what)
     }
     _exit(125);
 }
+
+/* "HL rss anon=<bytes>": RssAnon of /proc/self/status, read with read(2) into the stack. */
+static inline void hl_rss(void)
+{
+    char buf[4096];
+    int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        hl_die("open /proc/self/status");
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        hl_die("read /proc/self/status");
+    buf[n] = '\0';
+    const char *p = strstr(buf, "RssAnon:");
+    if (!p)
+        hl_die("no RssAnon");
+    hl_line("HL rss anon=%ld", strtol(p + 8, NULL, 10) * 1024L);
+}
+
 
 #endif

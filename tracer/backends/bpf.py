@@ -179,7 +179,9 @@ class BpfBackend(Backend):
                 continue
             self._rss_seen[key.value] = st.last_update
             b = st.bytes
-            rows.append((st.last_update, 0, st.pid, st.pid, int(Kind.RSS), 1, 0, b[1], b[0], b[3], b[2], 0, 0, 0))
+            rows.append(
+                (st.last_update, 0, st.pid, st.pid, int(Kind.RSS), 1, 0, b[1], b[0], b[3], b[2], st.anon_max, 0, 0)
+            )
         return np.array(rows, dtype=EVENT_DTYPE) if rows else np.empty(0, dtype=EVENT_DTYPE)
 
     def exit_status(self) -> int | None:
