@@ -12,11 +12,32 @@
 #define K_EXEC 17
 #define K_EXIT 18
 #define K_RSS 19
+#define K_MALLOC 32
+#define K_CALLOC 33
+#define K_REALLOC 34
+#define K_REALLOCARRAY 35
+#define K_FREE 36
+#define K_POSIX_MEMALIGN 37
+#define K_ALIGNED_ALLOC 38
+#define K_MEMALIGN 39
+#define K_VALLOC 40
+#define K_PVALLOC 41
+#define K_MALLOC_TRIM 42
+#define K_MALLOPT 43
+#define K_NEW 44
+#define K_DELETE 45
 
-#define LOST_RING_FULL 0           // the ring buffer had no room
+// aux bits of K_NEW / K_DELETE
+#define NEW_ARRAY 1
+#define NEW_ALIGNED 2
+
+// indexes of the per-CPU `lost` counters (tracer/backends/bpf.py names them)
+#define LOST_RING_FULL 0           // no ring had room for a record
 #define LOST_INFLIGHT_FULL 1       // too many syscalls in flight at once
 #define LOST_PROCESS_TABLE_FULL 2  // a child could not be followed
-#define LOST_REASONS 3
+#define LOST_TASK_STORAGE 3        // no per-thread slot for an allocator call in flight
+#define SPARE_USED 4               // not a loss: records that went to the spare ring
+#define LOST_REASONS 5
 
 #define RESERVE_TRIES 4
 
@@ -59,3 +80,17 @@ struct rss_state {
     u64 last_emit;
     u32 pid;
 };
+
+// an allocator call in flight on one thread (BPF task storage)
+struct alloc_call {
+    u64 ts;
+    u64 a[3];
+    u64 sp;     // stack pointer at the entry probe: deeper calls are the allocator's own
+    u16 kind;
+    u16 aux;
+    u32 depth;  // 0: none; 1: an outer call; more: calls made inside it
+    u64 direct_ptr;  // the last free/delete recorded, until the next allocator call (tail calls)
+    u64 direct_sp;
+};
+
+#define SLOTS 20  // probe slots of alloc.bpf.c

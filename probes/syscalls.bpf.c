@@ -1,55 +1,14 @@
-// heapline: memory syscalls, process lifecycle and RSS of one process tree.
-//
-// Compiled by bcc. The Python side defines:
-//   RINGBUF_PAGES     size of the event ring buffer in pages (power of two)
-//   RSS_INTERVAL_NS   at most one RSS record per address space per this interval
-//   FOLLOW_CHILDREN   1 to trace fork()ed children too
-//
+// heapline: memory syscalls, process lifecycle and RSS of the traced process tree.
 // Filtering happens here: only tasks whose tgid is in `traced` produce records.
-// Each record is a fixed-size struct event (mirrors tracer/events.py EVENT_DTYPE),
-// submitted without waking the consumer; user space drains the ring on a timer.
 
-#include "heapline.h"
-
-BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
-
-// tgid -> TRACE_ACTIVE, or TRACE_PENDING_EXEC for a launched child held before execve
-BPF_HASH(traced, u32, u8, 65536);
-// tid -> the syscall in flight (entry time and arguments)
-BPF_HASH(inflight, u32, struct pending, 65536);
-// tid -> clone flags of a fork/clone in flight
-BPF_HASH(cloning, u32, u64, 65536);
-// tgid -> exit_group() status
-BPF_HASH(exit_codes, u32, s32, 65536);
 // rss_stat's mm_id -> the owning tgid and the latest counters of that address space
 BPF_TABLE("lru_hash", u32, struct rss_state, rss_state, 16384);
-// events that could not be recorded, per CPU and per reason (LOST_* in heapline.h)
-BPF_PERCPU_ARRAY(lost, u64, LOST_REASONS);
-
-static __always_inline void count_lost(int reason) {
-    u64 *n = lost.lookup(&reason);
-    if (n)
-        (*n)++;
-}
-
-// bpf_ringbuf_reserve() can fail for a moment while the ring has room (its lock is not
-// always taken on the first try); a few retries make that rare, and what still fails is counted.
-static __always_inline struct event *reserve(void) {
-    struct event *e;
-#pragma unroll
-    for (int i = 0; i < RESERVE_TRIES; i++) {
-        e = events.ringbuf_reserve(sizeof(struct event));
-        if (e)
-            return e;
-    }
-    return 0;
-}
-
-static __always_inline int is_active(u32 tgid) {
-    u8 *st = traced.lookup(&tgid);
-    return st && *st == TRACE_ACTIVE;
-}
-
+// tgid -> exit_group() status
+BPF_HASH(exit_codes, u32, s32, 65536);
+// tid -> clone flags of a fork/clone in flight
+BPF_HASH(cloning, u32, u64, 65536);
+// tid -> the syscall in flight (entry time and arguments)
+BPF_HASH(inflight, u32, struct pending, 65536);
 static __always_inline int enter(u16 kind, u64 a0, u64 a1, u64 a2, u64 a3, u64 a4, u64 a5) {
     u64 id = bpf_get_current_pid_tgid();
     u32 tgid = id >> 32, tid = (u32)id;
@@ -91,46 +50,9 @@ static __always_inline int leave(u16 kind, long ret) {
     e->a[0] = p->a[0]; e->a[1] = p->a[1]; e->a[2] = p->a[2];
     e->a[3] = p->a[3]; e->a[4] = p->a[4]; e->a[5] = p->a[5];
     e->ret = ret;
-    events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+    submit(e);
     inflight.delete(&tid);
     return 0;
-}
-
-// An event that is not a syscall (lifecycle, RSS): emitted at once.
-static __always_inline void emit(u16 kind, u32 pid, u32 tid, u64 a0, u64 a1, u64 a2, u64 a3) {
-    struct event *e = reserve();
-    if (!e) {
-        count_lost(LOST_RING_FULL);
-        return;
-    }
-    e->ts = bpf_ktime_get_ns();
-    e->dur = 0;
-    e->pid = pid;
-    e->tid = tid;
-    e->kind = kind;
-    e->aux = 0;
-    e->cpu = bpf_get_smp_processor_id();
-    e->a[0] = a0; e->a[1] = a1; e->a[2] = a2; e->a[3] = a3; e->a[4] = 0; e->a[5] = 0;
-    e->ret = 0;
-    events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
-}
-
-static __always_inline void emit_rss(u32 pid, u64 anon, u64 file, u64 shmem, u64 swap, u64 anon_max) {
-    struct event *e = reserve();
-    if (!e) {
-        count_lost(LOST_RING_FULL);
-        return;
-    }
-    e->ts = bpf_ktime_get_ns();
-    e->dur = 0;
-    e->pid = pid;
-    e->tid = pid;
-    e->kind = K_RSS;
-    e->aux = 0;
-    e->cpu = bpf_get_smp_processor_id();
-    e->a[0] = anon; e->a[1] = file; e->a[2] = shmem; e->a[3] = swap; e->a[4] = anon_max; e->a[5] = 0;
-    e->ret = 0;
-    events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
 }
 
 // ---- memory syscalls ------------------------------------------------------------------

@@ -15,7 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 BIN = ROOT / "workloads" / "bin"
 HEAPLINE = [sys.executable, "-m", "tracer.cli"]
-LINE = re.compile(r"^HL ([a-z]+)((?: [a-z]+=[0-9a-z-]+)*)$")
+LINE = re.compile(r"^HL ([a-z_]+)(?: ([a-z]+))?((?: [a-z_]+=[0-9a-z-]+)*)$")
 
 
 @dataclass
@@ -38,7 +38,9 @@ def parse_report(text: str) -> Report:
         m = LINE.match(line.strip())
         if not m:
             continue
-        kv = dict(part.split("=", 1) for part in m.group(2).split())
+        kv = dict(part.split("=", 1) for part in m.group(3).split())
+        if m.group(2):  # HL marker start ptr=...
+            kv["which"] = m.group(2)
         rep.lines.append((m.group(1), kv))
     return rep
 

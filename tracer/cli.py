@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import typer
@@ -38,11 +39,23 @@ def record(
     no_aslr: bool = typer.Option(False, "--no-aslr", help="Launch with address randomization off."),
     no_follow: bool = typer.Option(False, "--no-follow", help="Do not trace forked children."),
     ring_mb: int = typer.Option(64, "--ring-mb", help="Size of the kernel event ring buffer."),
+    no_alloc: bool = typer.Option(False, "--no-alloc", help="Syscalls only: do not trace malloc/free & friends."),
+    env: list[str] | None = typer.Option(
+        None, "-E", "--env", help="VAR=VALUE in the launched command's environment (repeatable), e.g. LD_PRELOAD."
+    ),
 ) -> None:
     """Record a command (launch) or a running process (-p) into a trace file."""
     from .recorder import Request
     from .recorder import record as do_record
 
+    target_env = None
+    if env:
+        target_env = dict(os.environ)
+        for item in env:
+            name, sep, value = item.partition("=")
+            if not sep or not name:
+                raise _fail(HeaplineError(f"--env takes VAR=VALUE, not {item!r}", Exit.USAGE))
+            target_env[name] = value
     req = Request(
         output=output,
         command=command or None,
@@ -53,6 +66,8 @@ def record(
         no_aslr=no_aslr,
         follow_children=not no_follow,
         ring_mb=ring_mb,
+        trace_alloc=not no_alloc,
+        env=target_env,
     )
     try:
         result = do_record(req, _say)

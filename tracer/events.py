@@ -28,7 +28,27 @@ RSS        resident memory of ``pid`` in bytes: a0=anon, a1=file, a2=shmem, a3=s
            rate-limit interval (rss_stat is coalesced in the kernel), 0 when emitted live
 =========  ===================================================================================
 
-``ret`` holds -errno on failure, exactly like the raw syscall return. ``dur`` is the time between
+Allocator calls (uprobes; one record per call, ``ts`` at entry, ``dur`` to the return):
+
+==============  =====================================================================================
+MALLOC          a0=size; ret=pointer
+CALLOC          a0=nmemb, a1=size; ret=pointer
+REALLOC         a0=old pointer, a1=size; ret=new pointer
+REALLOCARRAY    a0=old pointer, a1=nmemb, a2=size; ret=new pointer
+FREE            a0=pointer
+POSIX_MEMALIGN  a0=memptr (where the pointer is stored), a1=alignment, a2=size; a3=the pointer stored;
+                ret=0 or an error number
+ALIGNED_ALLOC   a0=alignment, a1=size; ret=pointer (also memalign where both are one function)
+MEMALIGN        a0=alignment, a1=size; ret=pointer
+VALLOC          a0=size; ret=pointer
+PVALLOC         a0=size; ret=pointer
+MALLOC_TRIM     a0=pad; ret=1 if memory was released
+MALLOPT         a0=param, a1=value (both sign-extended ints); ret
+NEW             operator new: a0=size, a1=alignment (aligned forms); aux bit 0 = new[], bit 1 = aligned
+DELETE          operator delete: a0=pointer, a1=size (sized forms, else 0); aux bit 0 = delete[]
+==============  =====================================================================================
+
+Syscall ``ret`` holds -errno on failure, exactly like the raw syscall return. ``dur`` is the time between
 syscall entry and exit (0 for events that are not syscalls).
 """
 
@@ -73,6 +93,20 @@ class Kind(IntEnum):
     EXEC = 17
     EXIT = 18
     RSS = 19
+    MALLOC = 32
+    CALLOC = 33
+    REALLOC = 34
+    REALLOCARRAY = 35
+    FREE = 36
+    POSIX_MEMALIGN = 37
+    ALIGNED_ALLOC = 38
+    MEMALIGN = 39
+    VALLOC = 40
+    PVALLOC = 41
+    MALLOC_TRIM = 42
+    MALLOPT = 43
+    NEW = 44
+    DELETE = 45
 
 
 #: The memory syscalls, in the order the summary lists them.
@@ -111,3 +145,20 @@ def from_rows(rows: list[tuple[int, ...]]) -> np.ndarray:
     if not rows:
         return empty()
     return np.array(rows, dtype=EVENT_DTYPE)
+
+#: Allocator calls that hand out a block (``ret``, or ``a3`` for posix_memalign, is the pointer).
+ALLOC_KINDS: tuple[Kind, ...] = (
+    Kind.MALLOC,
+    Kind.CALLOC,
+    Kind.REALLOC,
+    Kind.REALLOCARRAY,
+    Kind.POSIX_MEMALIGN,
+    Kind.ALIGNED_ALLOC,
+    Kind.MEMALIGN,
+    Kind.VALLOC,
+    Kind.PVALLOC,
+    Kind.NEW,
+)
+#: Every allocator-call kind, in the order the summary lists them.
+ALLOCATOR_KINDS: tuple[Kind, ...] = (*ALLOC_KINDS[:4], Kind.FREE, *ALLOC_KINDS[4:], Kind.DELETE,
+                                     Kind.MALLOC_TRIM, Kind.MALLOPT)

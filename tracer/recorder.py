@@ -36,6 +36,7 @@ class Request:
     follow_children: bool = True
     ring_mb: int = 64
     env: dict[str, str] | None = None
+    trace_alloc: bool = True
 
 
 @dataclass
@@ -65,7 +66,10 @@ def make_backend(name: str, options: Options, ring_mb: int, say: Callable[[str],
             say(f"bpf backend unavailable ({e.message}); using strace")
     from .backends.strace import StraceBackend
 
-    return StraceBackend(options)
+    backend = StraceBackend(options)
+    if options.trace_alloc:
+        backend.notes.append("the strace backend sees syscalls only; allocator calls are not traced")
+    return backend
 
 
 class _Interrupt:
@@ -90,7 +94,7 @@ def record(req: Request, say: Callable[[str], None]) -> Result:
 
     writer = TraceWriter(req.output)
     try:
-        options = Options(follow_children=req.follow_children)
+        options = Options(follow_children=req.follow_children, trace_alloc=req.trace_alloc)
         backend = make_backend(req.backend, options, req.ring_mb, say)
         return _run(req, spec, backend, writer, say)
     except BaseException:
@@ -132,10 +136,17 @@ def _run(
             "clock": "CLOCK_MONOTONIC",
             "machine": sysinfo.machine(),
             "backend": {"name": backend.name, **backend.info().details},
-            "options": {"follow_children": req.follow_children, "no_aslr": req.no_aslr, "duration_s": req.duration},
+            "options": {
+                "follow_children": req.follow_children,
+                "no_aslr": req.no_aslr,
+                "duration_s": req.duration,
+                "trace_alloc": req.trace_alloc,
+            },
             "snapshot": snapshot.to_json() if snapshot else None,
         }
         writer.start(header)
+        for note in backend.notes:
+            say(note)
         if not req.quiet:
             what = "attached to" if spec is None else "launched"
             say(f"recording: {what} pid {pid} with the {backend.name} backend")
@@ -164,6 +175,7 @@ def _loop(
     root_gone = False
     deadline = time.monotonic() + req.duration if req.duration else None
     stop_reason = "exit"
+    cpu_start = time.process_time()
     try:
         while True:
             time.sleep(POLL_S)
@@ -204,6 +216,7 @@ def _loop(
     events = np.concatenate(pending)
     if len(events):
         writer.write(events)
+    cpu_end = time.process_time()
     if not attached and exit_code is None:
         exit_code = backend.exit_status()
     libc_info = sysinfo.describe_libc(libc, "target") if libc else sysinfo.describe_libc(sysinfo.host_libc(), "host")
@@ -215,6 +228,8 @@ def _loop(
         "lost": {str(cpu): n for cpu, n in lost.items()},
         "lost_total": int(sum(lost.values())),
         "events_written": writer.events_written,
+        # CPU heapline itself spent draining, converting and writing (not loading probes)
+        "collector_cpu_s": round(cpu_end - cpu_start, 6),
         "libc": libc_info,
         "backend_end": info.details,
     }

@@ -56,3 +56,21 @@ def print_summary(s: dict[str, Any], console: Console) -> None:
         console.print(f"madvise: {human_bytes(m['released_bytes'])} given back ({parts})")
     else:
         console.print("madvise: none")
+
+    a = s.get("alloc")
+    if a is None:
+        return
+    if not a.get("traced"):
+        reason = (a.get("allocator") or {}).get("reason") or "not traced"
+        console.print(f"allocator calls: not traced ({reason})")
+        return
+    lib = a.get("allocator") or {}
+    made = {k: v for k, v in a["calls"].items() if v}
+    total = sum(made.values())
+    listing = "  ".join(f"{k} [bold]{v:,}[/]" for k, v in made.items()) or "none"
+    console.print(f"allocator calls ({lib.get('family', '?')}, {lib.get('library', '?')}): {total:,}: {listing}")
+    console.print(
+        f"live (requested): peak {human_bytes(a['live_bytes_peak'])}, final {human_bytes(a['live_bytes_final'])}"
+        f" in {a['live_blocks_final']:,} blocks; unmatched frees {a['unmatched_frees']:,}"
+    )
+

@@ -7,8 +7,9 @@ from typing import Any
 import numpy as np
 
 from .addrspace import ERRNO_MAX, AddressSpace
+from .allocmodel import live_series
 from .decode import RELEASE_ADVICE, advice_name
-from .events import KIND_NAMES, SYSCALL_KINDS, Kind
+from .events import ALLOCATOR_KINDS, KIND_NAMES, SYSCALL_KINDS, Kind
 from .tracefile import FORMAT_VERSION, Trace
 
 _MAP_KINDS = np.array([Kind.MMAP, Kind.MUNMAP, Kind.MREMAP, Kind.MPROTECT], dtype=np.uint16)
@@ -82,10 +83,26 @@ def process_summary(ev: np.ndarray, page_size: int, snapshot: dict | None) -> di
         first = np.array([int(snapshot["rss"]["anon"])], dtype=np.int64)
         anon, highs = np.concatenate([first, anon]), np.concatenate([first, highs])
     return {
+        "alloc": alloc_summary(ev),
         "brk": brk,
         "mmap": {"anon_bytes_final": space.anon_bytes, "anon_bytes_peak": peak},
         "madvise": {"released_bytes": released, "by_advice": by_advice},
         "rss": {"anon_peak": int(highs.max()) if len(highs) else 0, "anon_final": int(anon[-1]) if len(anon) else 0},
+    }
+
+
+def alloc_summary(ev: np.ndarray) -> dict[str, Any]:
+    """Allocator calls of one process (its events in time order)."""
+    kinds, n = np.unique(ev["kind"], return_counts=True)
+    counts = dict(zip(kinds.tolist(), n.tolist(), strict=True))
+    live = live_series(ev)
+    return {
+        "calls": {KIND_NAMES[int(k)]: counts.get(int(k), 0) for k in ALLOCATOR_KINDS},
+        "live_bytes_final": live.bytes_final,
+        "live_bytes_peak": live.bytes_peak,
+        "live_blocks_final": live.blocks_final,
+        "unmatched_frees": live.unmatched_frees,
+        "trim_calls": counts.get(int(Kind.MALLOC_TRIM), 0),
     }
 
 
@@ -144,7 +161,17 @@ def summarize(trace: Trace, all_processes: bool = False) -> dict[str, Any]:
             "released_bytes": sum(p["madvise"]["released_bytes"] for p in procs),
             "by_advice": _sum_dicts([p["madvise"]["by_advice"] for p in procs]),
         }
+        out["alloc"] = {
+            **main["alloc"],
+            "calls": _sum_dicts([p["alloc"]["calls"] for p in procs]),
+            "unmatched_frees": sum(p["alloc"]["unmatched_frees"] for p in procs),
+            "trim_calls": sum(p["alloc"]["trim_calls"] for p in procs),
+        }
         out["processes"] = procs
+    allocator = (meta.get("backend") or {}).get("allocator") or {"traced": False, "reason": "not recorded"}
+    out["alloc"]["traced"] = bool(allocator.get("traced"))
+    keys = ("library", "family", "build_id", "reason")
+    out["alloc"]["allocator"] = {k: allocator.get(k) for k in keys if k in allocator}
     duration = meta.get("duration_ns")
     if duration is None and len(ev):
         duration = int(ev["ts"][-1]) - int(meta.get("start_ns", ev["ts"][0]))

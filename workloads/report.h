@@ -126,4 +126,83 @@ static inline void hl_rss(void)
 }
 
 
+
+/* ---- allocator workloads (alloc_calls, malloc_churn) ---- */
+
+/* Block until one byte (or EOF) arrives on stdin, so a tracer can attach first. */
+static inline void hl_stdin_wait(void)
+{
+    char c;
+    for (;;) {
+        ssize_t r = read(0, &c, 1);
+        if (r >= 0)
+            return;
+        if (errno != EINTR)
+            hl_die("read(stdin)");
+    }
+}
+
+/* "HL loop ns=<dec>": CLOCK_MONOTONIC nanoseconds spent in a benchmark loop. */
+static inline void hl_loop(long long ns) { hl_line("HL loop ns=%lld", ns); }
+
+/* "HL marker start|end ptr=0x..": the marker malloc (already freed) returned ptr. */
+static inline void hl_marker(const char *which, const void *ptr)
+{
+    hl_line("HL marker %s ptr=0x%lx", which, HL_PTR(ptr));
+}
+
+/* "HL realloc old=0x.. new=0x.. moved=0|1 size=N": realloc(old, size) returned new.
+ * moved=1 iff old and new are both non-NULL and differ. */
+static inline void hl_realloc(const void *old, const void *new_, size_t size)
+{
+    int moved = old != NULL && new_ != NULL && old != new_;
+    hl_line("HL realloc old=0x%lx new=0x%lx moved=%d size=%zu", HL_PTR(old), HL_PTR(new_), moved, size);
+}
+
+static inline void hl_posix_memalign(const void *ptr, size_t align, size_t size)
+{
+    hl_line("HL posix_memalign ptr=0x%lx align=%zu size=%zu", HL_PTR(ptr), align, size);
+}
+
+static inline void hl_malloc_trim(size_t pad, int ret) { hl_line("HL malloc_trim pad=%zu ret=%d", pad, ret); }
+
+static inline void hl_mallopt(int param, int value, int ret)
+{
+    hl_line("HL mallopt param=%d value=%d ret=%d", param, value, ret);
+}
+
+/* "HL block ptr=0x.. size=N": one block the program still holds (requested size). */
+static inline void hl_block(const void *ptr, size_t size)
+{
+    hl_line("HL block ptr=0x%lx size=%zu", HL_PTR(ptr), size);
+}
+
+static inline void hl_live(size_t bytes, size_t blocks)
+{
+    hl_line("HL live bytes=%zu blocks=%zu", bytes, blocks);
+}
+
+/* Allocator call counts, one field per function the program called itself. */
+struct hl_alloc_counts {
+    unsigned long malloc, calloc, realloc, reallocarray, free, posix_memalign, aligned_alloc, memalign,
+        valloc, pvalloc, malloc_trim, mallopt;
+};
+
+#define HL_ALLOC_FMT                                                                                   \
+    "malloc=%lu calloc=%lu realloc=%lu reallocarray=%lu free=%lu posix_memalign=%lu "                  \
+    "aligned_alloc=%lu memalign=%lu valloc=%lu pvalloc=%lu malloc_trim=%lu mallopt=%lu"
+#define HL_ALLOC_ARGS(c)                                                                               \
+    (c)->malloc, (c)->calloc, (c)->realloc, (c)->reallocarray, (c)->free, (c)->posix_memalign,         \
+        (c)->aligned_alloc, (c)->memalign, (c)->valloc, (c)->pvalloc, (c)->malloc_trim, (c)->mallopt
+
+/* "HL alloc malloc=N ... mallopt=N": totals over all tasks. */
+static inline void hl_alloc(const struct hl_alloc_counts *c) { hl_line("HL alloc " HL_ALLOC_FMT, HL_ALLOC_ARGS(c)); }
+
+/* "HL calls tid=N malloc=N ... mallopt=N": the same counts for one task (thread). */
+static inline void hl_calls(pid_t tid, const struct hl_alloc_counts *c)
+{
+    hl_line("HL calls tid=%ld " HL_ALLOC_FMT, (long)tid, HL_ALLOC_ARGS(c));
+}
+
+
 #endif

@@ -20,6 +20,7 @@ class LaunchSpec:
 class Options:
     follow_children: bool = True  # fork/clone children and threads are traced too
     rss_interval_ns: int = 1_000_000  # in-kernel coalescing of rss_stat / /proc sampling period
+    trace_alloc: bool = True  # malloc/free & friends with uprobes (bpf backend)
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Backend(ABC):
 
     def __init__(self, options: Options) -> None:
         self.options = options
+        self.notes: list[str] = []  # one-line notices for the user (e.g. why allocator calls are not traced)
 
     @abstractmethod
     def launch(self, spec: LaunchSpec) -> int:

@@ -15,17 +15,21 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import kheaders, procfs
+from .. import allocators, kheaders, procfs, stale
 from ..errors import BackendUnavailable, Exit, HeaplineError
 from ..events import EVENT_DTYPE, Kind
 from ..launch import HeldChild
+from . import alloc
 from .base import Backend, BackendInfo, LaunchSpec, Options
 from .ringbuf import RingReader
 
 TRACEFS = Path("/sys/kernel/tracing")
 TRACE_ACTIVE = 1
 UNKNOWN_CPU = -1  # lost() key for losses the kernel does not attribute to a CPU
-LOST_REASONS = ("ring_buffer_full", "inflight_table_full", "process_table_full")  # LOST_* in heapline.h
+# the per-CPU counters of heapline.h, in order; the last one counts records, not losses
+LOST_REASONS = ("ring_buffer_full", "inflight_table_full", "process_table_full", "thread_storage_full")
+SPARE_USED = len(LOST_REASONS)
+MIN_SPARE_PAGES = 16
 TRACE_PENDING_EXEC = 2
 
 
@@ -99,40 +103,53 @@ class BpfBackend(Backend):
             ) from e
         pages = max(1, ring_mb * 1024 * 1024 // mmap.PAGESIZE)
         self.ring_pages = 1 << (pages.bit_length() - 1)
+        # the spare ring takes what the main one refuses while it has room (its lock was not taken
+        # in time); when both are full, records are lost and counted
+        self.spare_pages = max(MIN_SPARE_PAGES, self.ring_pages // 16)
         self.headers = kheaders.find()
+        removed = stale.clean()
+        if removed:
+            self.notes.append(f"removed {len(removed)} uprobe definitions left in tracefs by killed heapline recorders")
         self._bpf = None
         self._reader: RingReader | None = None
         self._child: HeldChild | None = None
         self._rss_seen: dict[int, int] = {}
         self._leftover = np.empty(0, dtype=EVENT_DTYPE)
         self._final_lost: dict[int, int] = {}
+        self._root = 0
+        self._exec_seen = False
+        self._alloc: alloc.Attached | None = None
+        self._alloc_info: dict = {"traced": False, "reason": "not requested (--no-alloc)"}
         self._final_details: dict = {}
         self._load()
+        stale.register()
 
     # -- loading ---------------------------------------------------------------------------
 
     def _load(self) -> None:
         from bcc import BPF
 
-        src = probes_dir() / "syscalls.bpf.c"
+        parts = ["common.bpf.c", "syscalls.bpf.c"] + (["alloc.bpf.c"] if self.options.trace_alloc else [])
+        text = "\n".join((probes_dir() / p).read_text() for p in parts)
         cflags = [
             f"-I{probes_dir()}",
             f"-DRINGBUF_PAGES={self.ring_pages}",
+            f"-DSPARE_PAGES={self.spare_pages}",
             f"-DRSS_INTERVAL_NS={int(self.options.rss_interval_ns)}ULL",
             f"-DFOLLOW_CHILDREN={1 if self.options.follow_children else 0}",
         ]
         os.environ["BCC_KERNEL_SOURCE"] = self.headers.path
         with _captured_stderr() as said:
             try:
-                self._bpf = BPF(text=src.read_text(), cflags=cflags)
+                self._bpf = BPF(text=text, cflags=cflags)
                 failure = None
             except Exception as e:  # bcc raises bare Exception on compile/load failures
                 failure = e
         if failure is not None:
             why = _first_error(said()) or str(failure)
             raise BackendUnavailable(f"the eBPF probes could not be loaded: {why}", Exit.NO_EBPF) from failure
-        events = self._bpf["events"]
-        self._reader = RingReader(events.map_fd, self.ring_pages * mmap.PAGESIZE, EVENT_DTYPE)
+        self._reader = RingReader(self._bpf["events"].map_fd, self.ring_pages * mmap.PAGESIZE, EVENT_DTYPE)
+        self._spare = RingReader(self._bpf["spare"].map_fd, self.spare_pages * mmap.PAGESIZE, EVENT_DTYPE)
 
     def _arm(self, pid: int, state: int) -> None:
         assert self._bpf is not None
@@ -143,9 +160,12 @@ class BpfBackend(Backend):
     def launch(self, spec: LaunchSpec) -> int:
         child = HeldChild(spec.path, spec.argv, spec.env, spec.no_aslr)
         self._child = child
+        self._root = child.pid
         try:
             self._arm(child.pid, TRACE_PENDING_EXEC)
-        except Exception:
+            env = spec.env if spec.env is not None else dict(os.environ)
+            self._trace_allocator(child.pid, lambda: allocators.find_for_launch(spec.path, env))
+        except BaseException:
             child.abandon()
             raise
         child.release()
@@ -155,20 +175,56 @@ class BpfBackend(Backend):
         if not procfs.alive(pid):
             raise HeaplineError(f"no process with pid {pid}", Exit.PID_NOT_FOUND)
         self._arm(pid, TRACE_ACTIVE)
+        self._root = pid
+        self._exec_seen = True  # nothing of the target runs before an exec we wait for
         if self.options.follow_children:
             for child in procfs.descendants(pid):
                 self._arm(child, TRACE_ACTIVE)
+        self._trace_allocator(pid, lambda: allocators.find_for_pid(pid))
+
+    def _trace_allocator(self, pid: int, find: Callable[[], allocators.AllocatorLib]) -> None:
+        """Probe the allocator of ``pid``; when that cannot be done, say why and keep the syscall view."""
+        if not self.options.trace_alloc:
+            return
+        try:
+            lib = find()
+        except allocators.NoAllocator as e:
+            self.notes.append(f"allocator calls are not traced: {e}; recording the syscall view")
+            self._alloc_info = {"traced": False, "reason": str(e)}
+            return
+        with _captured_stderr() as said:
+            try:
+                self._alloc = alloc.attach(self._bpf, lib, pid, said)
+            except alloc.ProbeRefused as e:
+                self._alloc = None
+                self.notes.append(f"{e}; recording the syscall view")
+                self._alloc_info = {"traced": False, "reason": str(e), "library": lib.shown_path}
+                return
+        self._alloc_info = {"traced": True, **self._alloc.describe()}
 
     def poll(self) -> np.ndarray:
         if self._reader is None:  # stopped: what was drained while stopping
             ev, self._leftover = self._leftover, np.empty(0, dtype=EVENT_DTYPE)
             return ev
         ev = self._reader.drain()
-        trailing = self._trailing_rss()
-        if len(trailing):
-            ev = np.concatenate([ev, trailing])
+        extra = [a for a in (self._spare.drain(), self._trailing_rss()) if len(a)]
+        if extra:
+            ev = np.concatenate([ev, *extra])
             ev = ev[np.argsort(ev["ts"], kind="stable")]
+        if not self._exec_seen and len(ev):
+            ev = self._drop_launcher_calls(ev)
         return ev
+
+    def _drop_launcher_calls(self, ev: np.ndarray) -> np.ndarray:
+        """Before its exec, the launched pid still runs heapline's own code (the allocator probes are
+        armed on that pid already): its allocator calls from then are not the target's."""
+        mine = ev["pid"] == self._root
+        execs = np.flatnonzero(mine & (ev["kind"] == Kind.EXEC))
+        before = mine & (ev["kind"] >= Kind.MALLOC)
+        if len(execs):
+            self._exec_seen = True
+            before &= ev["ts"] < ev["ts"][execs[0]]
+        return ev[~before]
 
     def _trailing_rss(self) -> np.ndarray:
         """The latest RSS of each traced address space when the kernel held it back (rate limit)."""
@@ -192,7 +248,7 @@ class BpfBackend(Backend):
         if self._bpf is None:
             return []
         table = self._bpf["lost"]
-        return [[int(v) for v in table[ct.c_int(r)]] for r in range(len(LOST_REASONS))]
+        return [[int(v) for v in table[ct.c_int(r)]] for r in range(len(LOST_REASONS) + 1)]
 
     def _skipped(self) -> int:
         """Times the kernel did not run one of our probes (another BPF program was running on that
@@ -214,7 +270,7 @@ class BpfBackend(Backend):
         if self._bpf is None:
             return dict(self._final_lost)
         per_cpu: dict[int, int] = {}
-        for row in self._lost_table():
+        for row in self._lost_table()[: len(LOST_REASONS)]:
             for cpu, v in enumerate(row):
                 if v:
                     per_cpu[cpu] = per_cpu.get(cpu, 0) + v
@@ -228,17 +284,21 @@ class BpfBackend(Backend):
             return
         # each detach waits for an RCU grace period (~75 ms here): overlap them
         bpf = self._bpf
+        if self._alloc is not None:
+            alloc.detach(bpf, self._alloc)
         with ThreadPoolExecutor(max_workers=16) as pool:
             list(pool.map(bpf.detach_tracepoint, list(bpf.tracepoint_fds)))
         # no probe runs any more: what is in the ring now is everything
         if self._reader is not None:
             self._leftover = self.poll()
             self._reader.close()
+            self._spare.close()
             self._reader = None
         self._final_lost = self.lost()
         self._final_details = self.info().details
         bpf.cleanup()
         self._bpf = None
+        stale.unregister()
 
     def info(self) -> BackendInfo:
         if self._bpf is None:
@@ -252,5 +312,7 @@ class BpfBackend(Backend):
                 **{name: sum(row) for name, row in zip(LOST_REASONS, self._lost_table(), strict=False)},
                 "probe_skipped": self._skipped(),
             },
+            "spare_ring_records": sum(self._lost_table()[SPARE_USED]),
+            "allocator": self._alloc_info,
         }
         return BackendInfo(self.name, details)

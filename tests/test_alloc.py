@@ -1,0 +1,168 @@
+"""Allocator calls through uprobes, checked call for call against what alloc_calls printed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import numpy as np
+import pytest
+from conftest import HEAPLINE, ROOT, Report, needs_root, num, parse_report, run_heapline, workload
+
+from tracer.allocmodel import live_series
+from tracer.events import ALLOCATOR_KINDS, KIND_NAMES, Kind
+from tracer.tracefile import open_trace
+
+START, END = 1234567, 7654321
+COUNTED = ["malloc", "calloc", "realloc", "reallocarray", "free", "posix_memalign", "aligned_alloc", "memalign",
+           "valloc", "pvalloc", "malloc_trim", "mallopt"]
+PRELOADS = {
+    "jemalloc": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
+    "tcmalloc": "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4",
+    "mimalloc": "/usr/lib/x86_64-linux-gnu/libmimalloc.so.2",
+}
+
+
+def window(ev: np.ndarray, pid: int) -> np.ndarray:
+    """The program's counted calls: after the start marker's free, before the end marker's malloc."""
+    ev = ev[ev["pid"] == pid]
+    mallocs = ev[ev["kind"] == Kind.MALLOC]
+    (start,) = mallocs["ret"][mallocs["a0"] == START]
+    (end_ts,) = mallocs["ts"][mallocs["a0"] == END]
+    frees = ev[(ev["kind"] == Kind.FREE) & (ev["a0"] == np.uint64(start))]
+    begin_ts = frees["ts"][0]
+    return ev[(ev["ts"] > begin_ts) & (ev["ts"] < end_ts) & (ev["kind"] >= Kind.MALLOC)]
+
+
+def counts(ev: np.ndarray) -> dict[str, int]:
+    out = {name: 0 for name in COUNTED}
+    for k in ALLOCATOR_KINDS:
+        name = KIND_NAMES[int(k)]
+        if name in out:
+            out[name] = int((ev["kind"] == k).sum())
+    return out
+
+
+def expected(kv: dict[str, str]) -> dict[str, int]:
+    return {name: int(kv[name]) for name in COUNTED}
+
+
+def check(trace: str, rep: Report, aliases: bool = True) -> None:
+    t = open_trace(trace)
+    assert t.complete and t.end["lost_total"] == 0
+    info = t.header["backend"]["allocator"]
+    assert info["traced"], info
+    pid = int(rep.all("pid")[0]["pid"])
+    calls = window(t.events, pid)
+    want = expected(rep.all("alloc")[0])
+    got = counts(calls)
+    if aliases and "memalign" in info["sites"].get("aligned_alloc", {}).get("aliases", []):
+        # one function in this libc: a probe cannot tell which name the program called
+        want["aligned_alloc"] += want.pop("memalign")
+        got.pop("memalign")
+    assert got == want
+    for kv in rep.all("calls"):  # per thread
+        mine = counts(calls[calls["tid"] == int(kv["tid"])])
+        exp = expected(kv)
+        if "memalign" not in got:
+            exp["aligned_alloc"] += exp.pop("memalign")
+            mine.pop("memalign")
+        assert mine == exp, kv["tid"]
+
+    # the live blocks at the end are exactly the program's, pointer for pointer
+    live = live_series(calls)
+    assert live.unmatched_frees == 0
+    (lv,) = rep.all("live")
+    assert live.bytes_final == int(lv["bytes"]) and live.blocks_final == int(lv["blocks"])
+    blocks = sorted((num(kv["ptr"]), int(kv["size"])) for kv in rep.all("block"))
+    assert sorted(zip(live.open_ptr.tolist(), live.open_size.tolist(), strict=True)) == blocks
+
+    # the reallocs the program saw, as the probes saw them
+    reallocs = calls[calls["kind"] == Kind.REALLOC]
+    seen = [(int(r["a0"]), int(r["ret"]), int(r["a1"])) for r in reallocs]
+    assert seen == [(num(kv["old"]), num(kv["new"]), int(kv["size"])) for kv in rep.all("realloc")]
+    pm = calls[calls["kind"] == Kind.POSIX_MEMALIGN]
+    assert [int(x) for x in pm["a3"]] == [num(kv["ptr"]) for kv in rep.all("posix_memalign")]
+
+    s = json.loads(run_heapline("summary", trace, "--json").stdout)
+    assert s["alloc"]["traced"] is True
+    assert s["alloc"]["calls"]["malloc"] >= want["malloc"]
+
+
+@needs_root
+@pytest.mark.parametrize("threads", [0, 3])
+def test_launch_glibc(threads: int, tmp_path) -> None:
+    trace = str(tmp_path / "a.trace")
+    r = run_heapline("record", "-q", "-o", trace, "--", workload("alloc_calls"), "--extra", "--threads", str(threads))
+    assert r.returncode == 0, r.stderr
+    check(trace, parse_report(r.stdout))
+
+
+@needs_root
+def test_attach_glibc(tmp_path) -> None:
+    trace = str(tmp_path / "a.trace")
+    prog = subprocess.Popen([workload("alloc_calls"), "--wait", "--extra"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        out = ""
+        while "HL ready" not in out:
+            line = prog.stdout.readline()
+            assert line
+            out += line
+        rec = subprocess.Popen([*HEAPLINE, "record", "-o", trace, "-p", str(prog.pid)], cwd=ROOT,
+                               stderr=subprocess.PIPE, text=True)
+        err = ""
+        while "recording:" not in err:
+            line = rec.stderr.readline()
+            assert line, err
+            err += line
+        prog.stdin.write("g")
+        prog.stdin.flush()
+        out += prog.stdout.read()
+        assert prog.wait(timeout=60) == 0
+        assert rec.wait(timeout=60) == 0
+    finally:
+        prog.kill()
+    check(trace, parse_report(out))
+
+
+@needs_root
+@pytest.mark.parametrize("name", sorted(PRELOADS))
+def test_launch_preloaded_allocator(name: str, tmp_path) -> None:
+    lib = PRELOADS[name]
+    if not os.path.exists(lib):
+        pytest.skip(f"{lib} is not installed")
+    trace = str(tmp_path / "a.trace")
+    r = run_heapline("record", "-q", "-E", f"LD_PRELOAD={lib}", "-o", trace, "--", workload("alloc_calls"))
+    assert r.returncode == 0, r.stderr
+    t = open_trace(trace)
+    assert t.header["backend"]["allocator"]["family"] == name
+    check(trace, parse_report(r.stdout))
+
+
+@needs_root
+def test_no_alloc_records_syscalls_only(tmp_path) -> None:
+    trace = str(tmp_path / "n.trace")
+    r = run_heapline("record", "-q", "--no-alloc", "-o", trace, "--", workload("alloc_calls"))
+    assert r.returncode == 0, r.stderr
+    t = open_trace(trace)
+    assert not (t.events["kind"] >= Kind.MALLOC).any()
+    assert (t.events["kind"] == Kind.BRK).any()
+    s = json.loads(run_heapline("summary", trace, "--json").stdout)
+    assert s["alloc"]["traced"] is False
+
+
+@needs_root
+def test_static_binary_gets_a_notice_and_the_syscall_view(tmp_path) -> None:
+    src = tmp_path / "s.c"
+    src.write_text("#include <stdlib.h>\nint main(void){ void *volatile p = malloc(100000); free(p); return 0; }\n")
+    exe = tmp_path / "s"
+    if subprocess.run(["gcc", "-static", "-o", str(exe), str(src)], capture_output=True).returncode != 0:
+        pytest.skip("no static libc to link with")
+    trace = str(tmp_path / "s.trace")
+    r = run_heapline("record", "-o", trace, "--", str(exe))
+    assert r.returncode == 0, r.stderr
+    assert "allocator calls are not traced" in r.stderr and "static" in r.stderr
+    t = open_trace(trace)
+    assert (t.events["kind"] == Kind.BRK).any() and not (t.events["kind"] >= Kind.MALLOC).any()

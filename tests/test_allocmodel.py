@@ -1,0 +1,78 @@
+"""Live bytes and blocks from allocator calls, on hand-built event sequences."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tracer.allocmodel import live_series, requested_size
+from tracer.events import EVENT_DTYPE, Kind
+
+
+def calls(*rows: tuple) -> np.ndarray:
+    """rows: (kind, a0, a1, a2, a3, ret) in time order."""
+    ev = np.zeros(len(rows), dtype=EVENT_DTYPE)
+    for i, (kind, a0, a1, a2, a3, ret) in enumerate(rows):
+        ev[i]["ts"], ev[i]["kind"] = 1000 + i, kind
+        ev[i]["a0"], ev[i]["a1"], ev[i]["a2"], ev[i]["a3"], ev[i]["ret"] = a0, a1, a2, a3, ret
+    return ev
+
+
+A, B, C, D = 0x1000, 0x2000, 0x3000, 0x4000
+
+
+def test_malloc_free_and_friends() -> None:
+    ev = calls(
+        (Kind.MALLOC, 100, 0, 0, 0, A),
+        (Kind.CALLOC, 3, 10, 0, 0, B),
+        (Kind.POSIX_MEMALIGN, 0x7FF0, 64, 256, C, 0),
+        (Kind.FREE, A, 0, 0, 0, 0),
+        (Kind.FREE, 0, 0, 0, 0, 0),  # free(NULL): nothing
+        (Kind.ALIGNED_ALLOC, 64, 128, 0, 0, D),
+    )
+    s = live_series(ev)
+    assert s.live_bytes.tolist() == [100, 130, 386, 286, 414]
+    assert s.bytes_peak == 414 and s.bytes_final == 414 and s.blocks_final == 3
+    assert s.unmatched_frees == 0
+    assert sorted(s.open_ptr.tolist()) == [B, C, D]
+
+
+def test_realloc_moves_stays_frees_and_fails() -> None:
+    ev = calls(
+        (Kind.MALLOC, 100, 0, 0, 0, A),
+        (Kind.REALLOC, A, 50, 0, 0, A),  # shrinks in place
+        (Kind.REALLOC, A, 1000, 0, 0, B),  # moves
+        (Kind.REALLOC, 0, 10, 0, 0, C),  # realloc(NULL, n) is a malloc
+        (Kind.REALLOC, C, 1 << 40, 0, 0, 0),  # fails: C stays
+        (Kind.REALLOC, B, 0, 0, 0, 0),  # realloc(p, 0) frees
+    )
+    s = live_series(ev)
+    assert s.live_bytes.tolist() == [100, 0, 50, 0, 1000, 1010, 10]
+    assert s.bytes_final == 10 and s.blocks_final == 1 and s.open_ptr.tolist() == [C]
+
+
+def test_frees_of_blocks_from_before_tracing_are_unmatched() -> None:
+    ev = calls(
+        (Kind.FREE, A, 0, 0, 0, 0),  # allocated before the attach
+        (Kind.MALLOC, 8, 0, 0, 0, B),
+        (Kind.FREE, B, 0, 0, 0, 0),
+        (Kind.FREE, B, 0, 0, 0, 0),  # double free
+        (Kind.MALLOC, 16, 0, 0, 0, B),  # the address is reused
+    )
+    s = live_series(ev)
+    assert s.unmatched_frees == 2
+    assert s.bytes_final == 16 and s.blocks_final == 1 and s.bytes_peak == 16
+
+
+def test_requested_sizes() -> None:
+    ev = calls(
+        (Kind.REALLOCARRAY, 0, 7, 9, 0, A),
+        (Kind.PVALLOC, 5000, 0, 0, 0, B),
+        (Kind.VALLOC, 10, 0, 0, 0, C),
+        (Kind.NEW, 24, 0, 0, 0, D),
+    )
+    assert requested_size(ev).tolist() == [63, 5000, 10, 24]
+
+
+def test_empty() -> None:
+    s = live_series(np.zeros(0, dtype=EVENT_DTYPE))
+    assert s.bytes_final == 0 and s.bytes_peak == 0 and s.unmatched_frees == 0

@@ -1,0 +1,114 @@
+"""Live blocks and bytes over time, from allocator-call events (vectorized; no Python per event).
+
+Every successful allocation opens a block (pointer, requested size); every free, delete,
+moving realloc or ``realloc(p, 0)`` closes the block most recently opened at that pointer. A
+close with no open block before it (the block was allocated before tracing began, or the pointer
+was never ours) is counted as an *unmatched* free and changes nothing: sizes are never guessed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .events import ALLOC_KINDS, Kind
+
+
+@dataclass
+class LiveSeries:
+    ts: np.ndarray  # time of each open/close, ascending
+    live_bytes: np.ndarray  # requested bytes live right after it
+    live_blocks: np.ndarray
+    unmatched_frees: int
+    open_ptr: np.ndarray  # blocks still open at the end: pointer, size, time allocated
+    open_size: np.ndarray
+    open_ts: np.ndarray
+
+    @property
+    def bytes_final(self) -> int:
+        return int(self.live_bytes[-1]) if len(self.live_bytes) else 0
+
+    @property
+    def bytes_peak(self) -> int:
+        return int(self.live_bytes.max()) if len(self.live_bytes) else 0
+
+    @property
+    def blocks_final(self) -> int:
+        return int(self.live_blocks[-1]) if len(self.live_blocks) else 0
+
+
+def requested_size(ev: np.ndarray) -> np.ndarray:
+    """The size each allocation event asked for (0 for other kinds)."""
+    k = ev["kind"]
+    a0, a1, a2 = ev["a0"], ev["a1"], ev["a2"]
+    size = np.zeros(len(ev), dtype=np.uint64)
+    # requested, as the program asked: pvalloc's page rounding and valloc's alignment are the allocator's
+    one = (k == Kind.MALLOC) | (k == Kind.VALLOC) | (k == Kind.PVALLOC) | (k == Kind.NEW)
+    size[one] = a0[one]
+    m = k == Kind.CALLOC
+    size[m] = a0[m] * a1[m]
+    m = (k == Kind.REALLOC) | (k == Kind.ALIGNED_ALLOC) | (k == Kind.MEMALIGN)
+    size[m] = a1[m]
+    m = k == Kind.REALLOCARRAY
+    size[m] = a1[m] * a2[m]
+    m = k == Kind.POSIX_MEMALIGN
+    size[m] = a2[m]
+    return size
+
+
+def live_series(ev: np.ndarray) -> LiveSeries:
+    """``ev``: events in time order (any kinds; the allocator calls are picked out)."""
+    k = ev["kind"]
+    ret = ev["ret"].astype(np.uint64)
+    is_alloc = np.isin(k, np.array(ALLOC_KINDS, dtype=np.uint16))
+    ptr_out = np.where(k == Kind.POSIX_MEMALIGN, np.where(ev["ret"] == 0, ev["a3"], 0), ret)
+    opened = is_alloc & (ptr_out != 0)
+    resize = (k == Kind.REALLOC) | (k == Kind.REALLOCARRAY)
+    size = requested_size(ev)
+    # closes: free/delete of a non-NULL pointer; realloc of a non-NULL pointer that succeeded
+    # (the old block ends even when the new one is at the same address) or that freed (size 0)
+    closed = ((k == Kind.FREE) | (k == Kind.DELETE)) & (ev["a0"] != 0)
+    closed |= resize & (ev["a0"] != 0) & ((ret != 0) | (size == 0))
+
+    n_open, n_close = int(opened.sum()), int(closed.sum())
+    # one row per open or close: time, order within the call (close before open), pointer, size
+    t = np.concatenate([ev["ts"][closed], ev["ts"][opened]])
+    sub = np.concatenate([np.zeros(n_close, np.int8), np.ones(n_open, np.int8)])
+    seq = np.concatenate([np.flatnonzero(closed), np.flatnonzero(opened)])
+    ptr = np.concatenate([ev["a0"][closed], ptr_out[opened]])
+    sz = np.concatenate([np.zeros(n_close, np.uint64), size[opened]]).astype(np.int64)
+    is_open = sub == 1
+
+    # match each close with the row before it at the same pointer, if that row opened a block
+    by_ptr = np.lexsort((sub, seq, ptr))
+    p_sorted, open_sorted = ptr[by_ptr], is_open[by_ptr]
+    prev_same = np.zeros(len(by_ptr), dtype=bool)
+    prev_same[1:] = p_sorted[1:] == p_sorted[:-1]
+    prev_open = np.zeros(len(by_ptr), dtype=bool)
+    prev_open[1:] = open_sorted[:-1]
+    matched_sorted = ~open_sorted & prev_same & prev_open
+    freed = np.zeros(len(by_ptr), dtype=np.int64)
+    freed[1:] = sz[by_ptr][:-1]
+    close_size = np.zeros(len(t), dtype=np.int64)
+    close_size[by_ptr[matched_sorted]] = freed[matched_sorted]
+    matched = np.zeros(len(t), dtype=bool)
+    matched[by_ptr[matched_sorted]] = True
+    # blocks still open: an open row not followed by a matched close at the same pointer
+    next_matched = np.zeros(len(by_ptr), dtype=bool)
+    next_matched[:-1] = matched_sorted[1:]
+    still = open_sorted & ~next_matched
+    still_rows = by_ptr[still]
+
+    order = np.lexsort((sub, seq))
+    delta_bytes = np.where(is_open, sz, -close_size)[order]
+    delta_blocks = np.where(is_open, 1, np.where(matched, -1, 0))[order]
+    return LiveSeries(
+        ts=t[order],
+        live_bytes=np.cumsum(delta_bytes),
+        live_blocks=np.cumsum(delta_blocks),
+        unmatched_frees=int((~is_open & ~matched).sum()),
+        open_ptr=ptr[still_rows],
+        open_size=sz[still_rows],
+        open_ts=t[still_rows],
+    )
