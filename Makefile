@@ -4,10 +4,13 @@
 PYTHON_SYS ?= /usr/bin/python3
 VENV       := .venv
 PY         := $(VENV)/bin/python
-APT_PKGS   := python3-bpfcc python3-venv strace gcc make linux-headers-$(shell dpkg --print-architecture 2>/dev/null || echo amd64)
+APT_PKGS   := python3-bpfcc python3-venv strace gcc g++ make linux-headers-$(shell dpkg --print-architecture 2>/dev/null || echo amd64) \
+              libjemalloc2 libtcmalloc-minimal4 libmimalloc2.0
+# the peers bench/ compares heapline with
+BENCH_PKGS := bpfcc-tools ltrace heaptrack
 SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test deps system-deps venv workloads lint clean
+.PHONY: demo test deps system-deps bench-deps bench venv workloads lint clean
 
 demo: deps workloads
 	@mkdir -p out
@@ -30,6 +33,16 @@ system-deps:
 		echo "installing:$$missing"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
+
+bench-deps: deps
+	@missing=""; for p in $(BENCH_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+bench: bench-deps workloads
+	$(SUDO) $(PY) bench/syscall_overhead.py
+	$(SUDO) $(PY) bench/alloc_overhead.py
 
 $(VENV)/.done: pyproject.toml
 	$(PYTHON_SYS) -m venv $(VENV)

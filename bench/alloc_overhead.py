@@ -48,7 +48,11 @@ def run_attached(tool: list[str], ready: str, pairs: int) -> int:
     prog = subprocess.Popen([CHURN, "--wait", str(pairs)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     out = prog.stdout.readline()  # HL pid
     out += prog.stdout.readline()  # HL ready
-    t = subprocess.Popen([*tool, str(prog.pid)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    from tracer import kheaders
+
+    env = {**os.environ, "BCC_KERNEL_SOURCE": kheaders.find().path}  # bcc tools need the same headers
+    t = subprocess.Popen([*tool, str(prog.pid)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         cwd=ROOT, env=env)
     seen = ""
     deadline = time.monotonic() + 120
     while ready not in seen and time.monotonic() < deadline:
@@ -56,6 +60,8 @@ def run_attached(tool: list[str], ready: str, pairs: int) -> int:
         if not line:
             break
         seen += line
+    if ready not in seen:
+        raise SystemExit(f"{tool[0]} did not attach:\n{seen[-2000:]}")
     time.sleep(0.5)
     prog.stdin.write("g")
     prog.stdin.flush()

@@ -20,9 +20,15 @@ static __always_inline struct alloc_call *current_call(int create) {
     return alloc_calls.task_storage_get(task, 0, create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
 }
 
-static __always_inline u64 entry_sp(struct pt_regs *ctx, int slot) {
+static __always_inline u64 shift_of(int slot) {
     u64 *shift = site_shift.lookup(&slot);
-    return PT_REGS_SP(ctx) + (shift ? *shift : 0);
+    return shift ? *shift : 0;
+}
+
+// Is a call entering at (sp, slot) inside the outer call in flight? Only asked while one is in
+// flight, so the common path never looks the shifts up.
+static __always_inline int inside_outer(struct alloc_call *c, u64 sp, int slot) {
+    return c->depth && sp + shift_of(slot) <= c->sp + shift_of(c->slot);
 }
 
 static __always_inline int alloc_enter(struct pt_regs *ctx, int slot, u16 kind, u16 aux, u64 a0, u64 a1, u64 a2) {
@@ -32,15 +38,16 @@ static __always_inline int alloc_enter(struct pt_regs *ctx, int slot, u16 kind, 
         return 0;
     }
     c->direct_ptr = 0;  // see alloc_direct
-    u64 sp = entry_sp(ctx, slot);
+    u64 sp = PT_REGS_SP(ctx);
     // made by the allocator inside an outer call: deeper on the stack, or at the same depth when
     // the outer function tail-calls it (glibc's reallocarray jumps to realloc)
-    if (c->depth && sp <= c->sp) {
+    if (inside_outer(c, sp, slot)) {
         c->depth++;
         return 0;
     }
     c->depth = 1;  // a new outer call (an older one that never returned, e.g. longjmp, is dropped)
     c->sp = sp;
+    c->slot = slot;
     c->kind = kind;
     c->aux = aux;
     c->ts = bpf_ktime_get_ns();
@@ -95,20 +102,28 @@ static __always_inline int alloc_return(struct pt_regs *ctx, u16 kind) {
 // or unless it is the free() an operator delete tail-calls (jemalloc's delete is `jmp free`): same
 // thread, same entry stack pointer, same pointer, nothing in between.
 static __always_inline int alloc_direct(struct pt_regs *ctx, int slot, u16 kind, u16 aux, u64 a0, u64 a1) {
-    struct alloc_call *c = current_call(1);
-    if (!c) {
+    // only a delete needs a slot of its own (to recognise the free it tail-calls)
+    struct alloc_call *c = current_call(kind == K_DELETE);
+    u64 sp = PT_REGS_SP(ctx);
+    if (c) {
+        if (inside_outer(c, sp, slot))
+            return 0;
+        if (c->direct_ptr) {
+            u64 entry = sp + shift_of(slot);
+            if (kind == K_FREE && c->direct_ptr == a0 && c->direct_sp == entry) {
+                c->direct_ptr = 0;
+                return 0;
+            }
+            c->direct_ptr = 0;
+        }
+        if (kind == K_DELETE) {
+            c->direct_ptr = a0;
+            c->direct_sp = sp + shift_of(slot);
+        }
+    } else if (kind == K_DELETE) {
         count_lost(LOST_TASK_STORAGE);
         return 0;
     }
-    u64 sp = entry_sp(ctx, slot);
-    if (c->depth && sp <= c->sp)
-        return 0;
-    if (c->direct_ptr && c->direct_ptr == a0 && c->direct_sp == sp) {
-        c->direct_ptr = 0;
-        return 0;
-    }
-    c->direct_ptr = a0;
-    c->direct_sp = sp;
     struct event *e = reserve();
     if (!e) {
         count_lost(LOST_RING_FULL);

@@ -89,6 +89,7 @@ struct alloc_call {
     u16 kind;
     u16 aux;
     u32 depth;  // 0: none; 1: an outer call; more: calls made inside it
+    u32 slot;   // the probe slot of the outer call (its site's stack shift)
     u64 direct_ptr;  // the last free/delete recorded, until the next allocator call (tail calls)
     u64 direct_sp;
 };

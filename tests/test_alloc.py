@@ -166,3 +166,53 @@ def test_static_binary_gets_a_notice_and_the_syscall_view(tmp_path) -> None:
     assert "allocator calls are not traced" in r.stderr and "static" in r.stderr
     t = open_trace(trace)
     assert (t.events["kind"] == Kind.BRK).any() and not (t.events["kind"] >= Kind.MALLOC).any()
+
+
+CXX = r"""
+#include <cstdio>
+#include <cstdlib>
+#include <new>
+#include <unistd.h>
+static void *volatile keep[64];
+int main() {
+    void *volatile m = malloc(1234567);  // start marker (volatile: the compiler may not drop it)
+    free(m);
+    for (int i = 0; i < 10; i++) keep[i] = new char[100 + i];
+    for (int i = 10; i < 20; i++) keep[i] = new long(i);
+    for (int i = 0; i < 10; i++) delete[] static_cast<char *>(keep[i]);
+    for (int i = 10; i < 15; i++) delete static_cast<long *>(keep[i]);
+    m = malloc(7654321);  // end marker
+    free(m);
+    char line[64];
+    int n = snprintf(line, sizeof line, "HL pid pid=%d\n", (int)getpid());
+    (void)!write(1, line, n);
+    return 0;
+}
+"""
+
+
+@needs_root
+@pytest.mark.parametrize("name", ["glibc", *sorted(PRELOADS)])
+def test_cxx_new_and_delete_counted_once(name: str, tmp_path) -> None:
+    """20 news and 15 deletes: each delete is one record, even where delete tail-calls free."""
+    import shutil
+
+    if shutil.which("g++") is None:
+        pytest.skip("g++ is not installed")
+    src, exe = tmp_path / "n.cpp", tmp_path / "n"
+    src.write_text(CXX)
+    subprocess.run(["g++", "-O1", "-o", str(exe), str(src)], check=True)
+    args = ["record", "-q", "-o", str(tmp_path / "n.trace")]
+    if name != "glibc":
+        if not os.path.exists(PRELOADS[name]):
+            pytest.skip(f"{PRELOADS[name]} is not installed")
+        args += ["-E", f"LD_PRELOAD={PRELOADS[name]}"]
+    r = run_heapline(*args, "--", str(exe))
+    assert r.returncode == 0, r.stderr
+    t = open_trace(str(tmp_path / "n.trace"))
+    calls = window(t.events, int(parse_report(r.stdout).all("pid")[0]["pid"]))
+    news = int(np.isin(calls["kind"], [Kind.NEW, Kind.MALLOC]).sum())
+    deletes = int(np.isin(calls["kind"], [Kind.DELETE, Kind.FREE]).sum())
+    assert (news, deletes) == (20, 15)
+    live = live_series(calls)
+    assert live.blocks_final == 5 and live.unmatched_frees == 0

@@ -12,6 +12,7 @@ import numpy as np
 
 from . import __version__, procfs, sysinfo
 from .backends.base import Backend, LaunchSpec, Options
+from .columns import Columns
 from .errors import BackendUnavailable, Exit, HeaplineError
 from .events import Kind
 from .launch import resolve
@@ -20,7 +21,7 @@ from .tracefile import TraceWriter
 
 POLL_S = 0.05
 FLUSH_S = 1.0  # a SIGKILLed recorder loses at most this much
-FLUSH_EVENTS = 1 << 20
+FLUSH_EVENTS = 1 << 16  # larger polls go to disk as they are: no concatenation
 GRACE_AFTER_INTERRUPT_S = 2.0
 
 
@@ -167,7 +168,7 @@ def _loop(
     say: Callable[[str], None],
 ) -> Result:
     status = StatusLine(pid, enabled=not req.quiet and sys.stderr.isatty())
-    pending: list[np.ndarray] = []
+    pending: list[Columns] = []
     pending_n = 0
     last_flush = time.monotonic()
     libc: str | None = None
@@ -189,9 +190,9 @@ def _loop(
                 libc = sysinfo.target_libc(pid)
             now = time.monotonic()
             if pending_n and (now - last_flush >= FLUSH_S or pending_n >= FLUSH_EVENTS):
-                writer.write(np.concatenate(pending))
+                writer.write(Columns.concat(pending))
                 pending, pending_n, last_flush = [], 0, now
-            status.show(backend.lost())
+            status.show(backend.lost)
             if not attached:
                 exit_code = backend.exit_status()
                 if exit_code is not None:
@@ -209,11 +210,13 @@ def _loop(
         pending.append(backend.poll())
     finally:
         status.clear()
+        cpu_stop = time.process_time()
         backend.stop()
+        cpu_start += time.process_time() - cpu_stop  # detaching probes is not collecting
     pending.append(backend.poll())  # what was still in flight when tracing stopped
     lost = backend.lost()
     info = backend.info()
-    events = np.concatenate(pending)
+    events = Columns.concat(pending)
     if len(events):
         writer.write(events)
     cpu_end = time.process_time()
@@ -242,7 +245,7 @@ def _loop(
     return Result(code, writer.events_written, end["lost_total"], backend.name, interrupted)
 
 
-def _root_exited(ev: np.ndarray, pid: int) -> bool:
-    m = (ev["kind"] == Kind.EXIT) & (ev["pid"] == pid) & (ev["a2"] == 1)
-    return bool(m.any())
+def _root_exited(ev: Columns, pid: int) -> bool:
+    exits = np.flatnonzero(ev["kind"] == Kind.EXIT)
+    return bool(((ev["pid"][exits] == pid) & (ev["a2"][exits] == 1)).any())
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 
 import numpy as np
 from rich.console import Console
@@ -11,6 +12,7 @@ from rich.text import Text
 
 from viz.units import human_bytes, human_rate
 
+from .columns import Columns
 from .events import Kind
 
 
@@ -36,22 +38,24 @@ class StatusLine:
         self._last_t = self.t0
         self._rate = 0.0
 
-    def feed(self, ev: np.ndarray) -> None:
+    def feed(self, ev: Columns) -> None:
         self.events += len(ev)
-        mine = ev[ev["pid"] == self.pid]
-        brk = mine[(mine["kind"] == Kind.BRK) & (mine["ret"] > 0)]
-        if len(brk):
-            self.brk = int(brk["ret"][-1])
-        rss = mine[mine["kind"] == Kind.RSS]
-        if len(rss):
-            self.rss = int(rss["a0"][-1])
+        if not self.enabled:
+            return
+        kind, pid = ev["kind"], ev["pid"]
+        for k, field, attr in ((Kind.BRK, "ret", "brk"), (Kind.RSS, "a0", "rss")):
+            idx = np.flatnonzero(kind == k)
+            idx = idx[pid[idx] == self.pid]
+            if len(idx):
+                setattr(self, attr, int(ev[field][idx[-1]]))
 
-    def show(self, lost: dict[int, int]) -> None:
+    def show(self, lost_now: Callable[[], dict[int, int]]) -> None:
         if not self.enabled:
             return
         now = time.monotonic()
         if now - self._last_draw < self.REFRESH_S:
             return
+        lost = lost_now()
         dt = now - self._last_t
         if dt > 0:
             self._rate = (self.events - self._last_events) / dt

@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
+from .columns import Columns
 from .errors import Exit, HeaplineError, TraceFileError
 from .events import EVENT_DTYPE, SCHEMA_VERSION, Kind
 
@@ -53,10 +54,10 @@ def arrow_schema(header: dict[str, Any] | None = None) -> pa.Schema:
     return pa.schema(fields, metadata=meta)
 
 
-def to_batch(events: np.ndarray, schema: pa.Schema) -> pa.RecordBatch:
+def to_batch(events: np.ndarray | Columns, schema: pa.Schema) -> pa.RecordBatch:
     cols = []
     for name in EVENT_DTYPE.names:
-        col = np.ascontiguousarray(events[name])
+        col = np.ascontiguousarray(events[name])  # a copy for records; as it is for Columns
         if name == "kind":
             idx = _CODE_TO_INDEX[col]
             if (idx < 0).any():
@@ -113,10 +114,10 @@ class TraceWriter:
     def start(self, header: dict[str, Any]) -> None:
         header = {"format_version": FORMAT_VERSION, "schema_version": SCHEMA_VERSION, **header}
         self._schema = arrow_schema(header)
-        opts = ipc.IpcWriteOptions(compression="zstd")
+        opts = ipc.IpcWriteOptions(compression="lz4", use_threads=False)
         self._writer = ipc.new_file(self._sink, self._schema, options=opts)
 
-    def write(self, events: np.ndarray) -> None:
+    def write(self, events: np.ndarray | Columns) -> None:
         if not len(events):
             return
         assert self._writer is not None and self._schema is not None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
-import numpy as np
+from ..columns import Columns
 
 
 @dataclass
@@ -47,8 +47,8 @@ class Backend(ABC):
         """Start tracing a running process (and, if following, its future children)."""
 
     @abstractmethod
-    def poll(self) -> np.ndarray:
-        """Events gathered since the last call, in EVENT_DTYPE; never blocks for long."""
+    def poll(self) -> Columns:
+        """Events gathered since the last call, as columns of EVENT_DTYPE; never blocks for long."""
 
     @abstractmethod
     def exit_status(self) -> int | None:

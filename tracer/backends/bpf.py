@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import allocators, kheaders, procfs, stale
+from ..columns import Columns
 from ..errors import BackendUnavailable, Exit, HeaplineError
 from ..events import EVENT_DTYPE, Kind
 from ..launch import HeldChild
@@ -114,7 +115,7 @@ class BpfBackend(Backend):
         self._reader: RingReader | None = None
         self._child: HeldChild | None = None
         self._rss_seen: dict[int, int] = {}
-        self._leftover = np.empty(0, dtype=EVENT_DTYPE)
+        self._leftover = Columns.empty()
         self._final_lost: dict[int, int] = {}
         self._root = 0
         self._exec_seen = False
@@ -202,20 +203,19 @@ class BpfBackend(Backend):
                 return
         self._alloc_info = {"traced": True, **self._alloc.describe()}
 
-    def poll(self) -> np.ndarray:
+    def poll(self) -> Columns:
         if self._reader is None:  # stopped: what was drained while stopping
-            ev, self._leftover = self._leftover, np.empty(0, dtype=EVENT_DTYPE)
+            ev, self._leftover = self._leftover, Columns.empty()
             return ev
         ev = self._reader.drain()
-        extra = [a for a in (self._spare.drain(), self._trailing_rss()) if len(a)]
+        extra = [a for a in (self._spare.drain(), Columns.from_records(self._trailing_rss())) if len(a)]
         if extra:
-            ev = np.concatenate([ev, *extra])
-            ev = ev[np.argsort(ev["ts"], kind="stable")]
+            ev = Columns.concat([ev, *extra]).sorted_by_time()
         if not self._exec_seen and len(ev):
             ev = self._drop_launcher_calls(ev)
         return ev
 
-    def _drop_launcher_calls(self, ev: np.ndarray) -> np.ndarray:
+    def _drop_launcher_calls(self, ev: Columns) -> Columns:
         """Before its exec, the launched pid still runs heapline's own code (the allocator probes are
         armed on that pid already): its allocator calls from then are not the target's."""
         mine = ev["pid"] == self._root
@@ -224,7 +224,7 @@ class BpfBackend(Backend):
         if len(execs):
             self._exec_seen = True
             before &= ev["ts"] < ev["ts"][execs[0]]
-        return ev[~before]
+        return ev.take(np.flatnonzero(~before))
 
     def _trailing_rss(self) -> np.ndarray:
         """The latest RSS of each traced address space when the kernel held it back (rate limit)."""

@@ -21,6 +21,8 @@ import struct
 
 import numpy as np
 
+from ..columns import Columns
+
 BUSY_BIT = 1 << 31
 DISCARD_BIT = 1 << 30
 HEADER = np.dtype([("hdr_len", "<u4"), ("hdr_pgoff", "<u4")])
@@ -52,12 +54,12 @@ class RingReader:
         cons, prod = self._positions()
         return prod - cons
 
-    def drain(self, max_records: int | None = None) -> np.ndarray:
-        """Copy out every committed record (payload only) and hand the space back to the kernel."""
+    def drain(self, max_records: int | None = None) -> Columns:
+        """Copy out every committed record (payload only, as columns) and hand the space back."""
         cons, prod = self._positions()
         avail = prod - cons
         if avail <= 0:
-            return np.empty(0, dtype=self.payload)
+            return Columns.empty()
         rs = self.record.itemsize
         n = avail // rs
         if max_records is not None:
@@ -74,8 +76,8 @@ class RingReader:
         if wrong.any():
             raise RuntimeError("ring buffer holds a record of unexpected size; probe and reader disagree")
         keep = (lens & DISCARD_BIT) == 0
-        # one strided copy of the payloads out of the ring
-        out = raw["ev"].copy() if keep.all() else raw["ev"][keep]
+        # straight from the ring into columns, a cache-sized chunk at a time
+        out = Columns.from_records(raw["ev"] if keep.all() else raw["ev"][keep])
         struct.pack_into("<Q", self._cons, 0, cons + n * rs)
         self.drained += len(out)
         return out

@@ -24,8 +24,9 @@ import time
 import numpy as np
 
 from .. import procfs
+from ..columns import Columns
 from ..errors import BackendUnavailable, Exit, HeaplineError
-from ..events import EVENT_DTYPE, Kind, from_rows
+from ..events import Kind, from_rows
 from ..launch import HeldChild
 from .base import Backend, BackendInfo, LaunchSpec, Options
 from .strace_parse import StraceParser, strace_args
@@ -266,7 +267,7 @@ class StraceBackend(Backend):
 
     # --- Backend --------------------------------------------------------------------------------------
 
-    def poll(self) -> np.ndarray:
+    def poll(self) -> Columns:
         with self._lock:
             parts = self._tail
             self._tail = []
@@ -277,9 +278,9 @@ class StraceBackend(Backend):
                 self._rss = []
         parts = [p for p in parts if len(p)]
         if not parts:
-            return np.zeros(0, dtype=EVENT_DTYPE)
+            return Columns.empty()
         events = np.concatenate(parts) if len(parts) > 1 else parts[0]
-        return events[np.argsort(events["ts"], kind="stable")]
+        return Columns.from_records(events[np.argsort(events["ts"], kind="stable")])
 
     def exit_status(self) -> int | None:
         """The command's status once it has ended *and* its trace is in: the next poll() has it all.

@@ -1,0 +1,70 @@
+"""Events stored column by column: the recording's hot-path form of ``EVENT_DTYPE``.
+
+A structured array keeps each event's fields together, so every scan of one field (the kinds, the
+pids) drags whole 88-byte records through memory. Between the ring buffer and the trace file the
+recorder scans and writes fields one at a time, so the backends hand over :class:`Columns`: one
+contiguous array per field of ``EVENT_DTYPE``, in the same order and types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from .events import EVENT_DTYPE
+
+NAMES: tuple[str, ...] = tuple(EVENT_DTYPE.names or ())
+CHUNK = 16384  # records per cache-sized step when splitting records into columns
+
+
+class Columns:
+    __slots__ = ("cols",)
+
+    def __init__(self, cols: dict[str, np.ndarray]) -> None:
+        self.cols = cols
+
+    def __len__(self) -> int:
+        return len(self.cols["ts"])
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.cols[name]
+
+    @staticmethod
+    def empty() -> Columns:
+        return Columns({name: np.empty(0, dtype=EVENT_DTYPE[name]) for name in NAMES})
+
+    @staticmethod
+    def from_records(records: np.ndarray) -> Columns:
+        """Split structured records (or a strided view of them) into columns, a cache-sized chunk at a time."""
+        n = len(records)
+        cols = {name: np.empty(n, dtype=EVENT_DTYPE[name]) for name in NAMES}
+        for start in range(0, n, CHUNK):
+            part = records[start : start + CHUNK]
+            for name in NAMES:
+                cols[name][start : start + len(part)] = part[name]
+        return Columns(cols)
+
+    @staticmethod
+    def concat(parts: Iterable[Columns]) -> Columns:
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return Columns.empty()
+        if len(parts) == 1:
+            return parts[0]
+        return Columns({name: np.concatenate([p.cols[name] for p in parts]) for name in NAMES})
+
+    def take(self, index: np.ndarray) -> Columns:
+        return Columns({name: col[index] for name, col in self.cols.items()})
+
+    def sorted_by_time(self) -> Columns:
+        ts = self.cols["ts"]
+        if len(ts) < 2 or bool((ts[1:] >= ts[:-1]).all()):
+            return self
+        return self.take(np.argsort(ts, kind="stable"))
+
+    def to_records(self) -> np.ndarray:
+        out = np.empty(len(self), dtype=EVENT_DTYPE)
+        for name in NAMES:
+            out[name] = self.cols[name]
+        return out
