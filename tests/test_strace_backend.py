@@ -15,6 +15,7 @@ import pytest
 
 from tracer.backends.base import LaunchSpec, Options
 from tracer.backends.strace import StraceBackend, tracer_of
+from tracer.columns import Columns
 from tracer.events import Kind
 from tracer.procfs import time_ns
 
@@ -106,7 +107,7 @@ def record(path: str, *args: str, no_aslr: bool = False) -> tuple[StraceBackend,
     finally:
         backend.stop()
     assert len(backend.poll()) == 0  # everything was delivered before stop()
-    return backend, pid, np.concatenate(parts)
+    return backend, pid, Columns.concat(parts).to_records()
 
 
 def printed(out: str) -> dict[str, int]:
@@ -197,7 +198,7 @@ def test_attach_and_detach_leaves_target_running(looper: subprocess.Popen[bytes]
     finally:
         backend.stop()
     parts.append(backend.poll())
-    ev = np.concatenate(parts)
+    ev = Columns.concat(parts).to_records()
     assert backend.exit_status() is None
     assert set(ev["pid"]) == {looper.pid}
     mmaps = ev[(ev["kind"] == Kind.MMAP) & (ev["a1"] == MAP_LEN)]

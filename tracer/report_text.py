@@ -69,6 +69,11 @@ def print_summary(s: dict[str, Any], console: Console) -> None:
     total = sum(made.values())
     listing = "  ".join(f"{k} [bold]{v:,}[/]" for k, v in made.items()) or "none"
     console.print(f"allocator calls ({lib.get('family', '?')}, {lib.get('library', '?')}): {total:,}: {listing}")
+    if a.get("added_time_s") is not None:
+        console.print(
+            f"tracing them added about {a['added_time_s']:.3f} s to the run "
+            f"({a['cost_per_call_ns']:.0f} ns per call, measured on the recording machine); --no-alloc skips them"
+        )
     console.print(
         f"live (requested): peak {human_bytes(a['live_bytes_peak'])}, final {human_bytes(a['live_bytes_final'])}"
         f" in {a['live_blocks_final']:,} blocks; unmatched frees {a['unmatched_frees']:,}"

@@ -172,6 +172,13 @@ def summarize(trace: Trace, all_processes: bool = False) -> dict[str, Any]:
     out["alloc"]["traced"] = bool(allocator.get("traced"))
     keys = ("library", "family", "build_id", "reason")
     out["alloc"]["allocator"] = {k: allocator.get(k) for k in keys if k in allocator}
+    cost = allocator.get("overhead") or {}
+    calls = sum(out["alloc"]["calls"].values())
+    out["alloc"]["traced_calls"] = calls
+    if cost.get("per_call_ns") is not None:
+        # measured on the recording machine (tracer/calibrate.py), not assumed
+        out["alloc"]["added_time_s"] = round(calls * cost["per_call_ns"] / 1e9, 6)
+        out["alloc"]["cost_per_call_ns"] = cost["per_call_ns"]
     duration = meta.get("duration_ns")
     if duration is None and len(ev):
         duration = int(ev["ts"][-1]) - int(meta.get("start_ns", ev["ts"][0]))

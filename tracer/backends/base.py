@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..columns import Columns
@@ -37,6 +38,7 @@ class Backend(ABC):
     def __init__(self, options: Options) -> None:
         self.options = options
         self.notes: list[str] = []  # one-line notices for the user (e.g. why allocator calls are not traced)
+        self.say: Callable[[str], None] = lambda msg: None  # progress of long steps, as they happen
 
     @abstractmethod
     def launch(self, spec: LaunchSpec) -> int:

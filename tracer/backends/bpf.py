@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes as ct
 import mmap
 import os
+import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import allocators, kheaders, procfs, stale
+from .. import allocators, calibrate, kheaders, procfs, stale
 from ..columns import Columns
 from ..errors import BackendUnavailable, Exit, HeaplineError
 from ..events import EVENT_DTYPE, Kind
@@ -120,6 +121,7 @@ class BpfBackend(Backend):
         self._root = 0
         self._exec_seen = False
         self._alloc: alloc.Attached | None = None
+        self._overhead: dict | None = None
         self._alloc_info: dict = {"traced": False, "reason": "not requested (--no-alloc)"}
         self._final_details: dict = {}
         self._load()
@@ -159,13 +161,15 @@ class BpfBackend(Backend):
     # -- Backend ---------------------------------------------------------------------------
 
     def launch(self, spec: LaunchSpec) -> int:
+        env = spec.env if spec.env is not None else dict(os.environ)
+        lib = self._find_allocator(lambda: allocators.find_for_launch(spec.path, env))
         child = HeldChild(spec.path, spec.argv, spec.env, spec.no_aslr)
         self._child = child
         self._root = child.pid
         try:
             self._arm(child.pid, TRACE_PENDING_EXEC)
-            env = spec.env if spec.env is not None else dict(os.environ)
-            self._trace_allocator(child.pid, lambda: allocators.find_for_launch(spec.path, env))
+            if lib is not None:
+                self._probe_allocator(lib, child.pid)
         except BaseException:
             child.abandon()
             raise
@@ -175,24 +179,52 @@ class BpfBackend(Backend):
     def attach(self, pid: int) -> None:
         if not procfs.alive(pid):
             raise HeaplineError(f"no process with pid {pid}", Exit.PID_NOT_FOUND)
+        lib = self._find_allocator(lambda: allocators.find_for_pid(pid))
         self._arm(pid, TRACE_ACTIVE)
         self._root = pid
         self._exec_seen = True  # nothing of the target runs before an exec we wait for
         if self.options.follow_children:
             for child in procfs.descendants(pid):
                 self._arm(child, TRACE_ACTIVE)
-        self._trace_allocator(pid, lambda: allocators.find_for_pid(pid))
+        if lib is not None:
+            self._probe_allocator(lib, pid)
 
-    def _trace_allocator(self, pid: int, find: Callable[[], allocators.AllocatorLib]) -> None:
-        """Probe the allocator of ``pid``; when that cannot be done, say why and keep the syscall view."""
+    def _find_allocator(self, find: Callable[[], allocators.AllocatorLib]) -> allocators.AllocatorLib | None:
+        """The allocator library to probe, measured once (calibrate.py) before anything is traced."""
         if not self.options.trace_alloc:
-            return
+            return None
         try:
             lib = find()
         except allocators.NoAllocator as e:
             self.notes.append(f"allocator calls are not traced: {e}; recording the syscall view")
             self._alloc_info = {"traced": False, "reason": str(e)}
-            return
+            return None
+        self._overhead = self._calibrate(lib)
+        return lib
+
+    def _calibrate(self, lib: allocators.AllocatorLib) -> dict | None:
+        held: list[alloc.Attached] = []
+
+        def arm(pid: int) -> None:
+            with _captured_stderr() as said:
+                held.append(alloc.attach(self._bpf, lib, pid, said))
+
+        def disarm() -> None:
+            for a in held:
+                alloc.detach(self._bpf, a)
+
+        try:
+            return calibrate.per_call_ns(lib, arm, disarm, self.say)
+        except (alloc.ProbeRefused, OSError, ValueError, subprocess.SubprocessError):
+            disarm()
+            return None
+        finally:
+            assert self._reader is not None
+            self._reader.drain()  # the calibration's own records: nothing else is traced yet
+            self._spare.drain()
+
+    def _probe_allocator(self, lib: allocators.AllocatorLib, pid: int) -> None:
+        """Probe the allocator of ``pid``; when that cannot be done, say why and keep the syscall view."""
         with _captured_stderr() as said:
             try:
                 self._alloc = alloc.attach(self._bpf, lib, pid, said)
@@ -201,7 +233,7 @@ class BpfBackend(Backend):
                 self.notes.append(f"{e}; recording the syscall view")
                 self._alloc_info = {"traced": False, "reason": str(e), "library": lib.shown_path}
                 return
-        self._alloc_info = {"traced": True, **self._alloc.describe()}
+        self._alloc_info = {"traced": True, **self._alloc.describe(), "overhead": self._overhead}
 
     def poll(self) -> Columns:
         if self._reader is None:  # stopped: what was drained while stopping
