@@ -11,6 +11,12 @@
 // same thread, deeper on its stack (or level with it: a tail call), is not recorded.
 
 BPF_TASK_STORAGE(alloc_calls, struct alloc_call);
+#ifdef STACKS
+// user stacks of allocations, taken at the return probe: there the instruction pointer is the
+// return address in the caller and the frame pointer the caller's, so frame-pointer unwinding
+// starts at the allocation site itself
+BPF_STACK_TRACE(stacks, STACKS);
+#endif
 // per probe slot (the SLOT argument below): bytes the code before the entry site pushed or
 // reserved, so that every entry is compared at the stack pointer the function was entered with
 BPF_ARRAY(site_shift, u64, SLOTS);
@@ -92,6 +98,10 @@ static __always_inline int alloc_return(struct pt_regs *ctx, u16 kind) {
         e->a[3] = ptr;
     }
     e->a[4] = 0;
+#ifdef STACKS
+    int sid = stacks.get_stackid(ctx, BPF_F_USER_STACK);
+    e->a[4] = sid >= 0 ? (u64)sid + 1 : 0;  // 0: no stack (the table was full or the walk failed)
+#endif
     e->a[5] = 0;
     e->ret = PT_REGS_RC(ctx);
     submit(e);

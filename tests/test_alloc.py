@@ -216,3 +216,44 @@ def test_cxx_new_and_delete_counted_once(name: str, tmp_path) -> None:
     assert (news, deletes) == (20, 15)
     live = live_series(calls)
     assert live.blocks_final == 5 and live.unmatched_frees == 0
+
+
+@needs_root
+def test_stacks_name_the_allocation_sites(tmp_path) -> None:
+    """--stacks: each counted allocation carries its stack; frame 0 is in the program, symbolized."""
+    trace = str(tmp_path / "s.trace")
+    prog = subprocess.Popen([workload("alloc_calls"), "--wait", "--threads", "2"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        out = ""
+        while "HL ready" not in out:
+            line = prog.stdout.readline()
+            assert line
+            out += line
+        rec = subprocess.Popen([*HEAPLINE, "record", "--stacks", "-o", trace, "-p", str(prog.pid)], cwd=ROOT,
+                               stderr=subprocess.PIPE, text=True)
+        err = ""
+        while "recording:" not in err:
+            line = rec.stderr.readline()
+            assert line, err
+            err += line
+        prog.stdin.write("g")
+        prog.stdin.flush()
+        out += prog.stdout.read()
+        assert prog.wait(timeout=60) == 0
+        assert rec.wait(timeout=60) == 0
+    finally:
+        prog.kill()
+    t = open_trace(trace)
+    st = t.end["backend_end"]["stacks"]
+    modules = st["modules"]
+    calls = window(t.events, int(parse_report(out).all("pid")[0]["pid"]))
+    allocs = calls[np.isin(calls["kind"], [Kind.MALLOC, Kind.CALLOC, Kind.REALLOC, Kind.POSIX_MEMALIGN])]
+    assert len(allocs) > 100 and (allocs["a4"] > 0).all()
+    for sid in set(allocs["a4"].tolist()):
+        frames = st["stacks"][str(sid)]
+        addr, module, offset, symbol = frames[0]
+        assert modules[module]["path"].endswith("alloc_calls") and modules[module]["build_id"]
+        assert symbol is not None and offset > 0
+    symbols = {f[3].split("+")[0] for sid in set(allocs["a4"].tolist()) for f in st["stacks"][str(sid)] if f[3]}
+    assert "main" in symbols and "worker_main" in symbols

@@ -40,6 +40,7 @@ def record(
     no_follow: bool = typer.Option(False, "--no-follow", help="Do not trace forked children."),
     ring_mb: int = typer.Option(64, "--ring-mb", help="Size of the kernel event ring buffer."),
     no_alloc: bool = typer.Option(False, "--no-alloc", help="Syscalls only: do not trace malloc/free & friends."),
+    stacks: bool = typer.Option(False, "--stacks", help="Record the user stack of every allocation."),
     env: list[str] | None = typer.Option(
         None, "-E", "--env", help="VAR=VALUE in the launched command's environment (repeatable), e.g. LD_PRELOAD."
     ),
@@ -68,6 +69,7 @@ def record(
         ring_mb=ring_mb,
         trace_alloc=not no_alloc,
         env=target_env,
+        stacks=stacks,
     )
     try:
         result = do_record(req, _say)

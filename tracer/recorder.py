@@ -38,6 +38,7 @@ class Request:
     ring_mb: int = 64
     env: dict[str, str] | None = None
     trace_alloc: bool = True
+    stacks: bool = False
 
 
 @dataclass
@@ -96,7 +97,7 @@ def record(req: Request, say: Callable[[str], None]) -> Result:
 
     writer = TraceWriter(req.output)
     try:
-        options = Options(follow_children=req.follow_children, trace_alloc=req.trace_alloc)
+        options = Options(follow_children=req.follow_children, trace_alloc=req.trace_alloc, stacks=req.stacks)
         backend = make_backend(req.backend, options, req.ring_mb, say)
         return _run(req, spec, backend, writer, say)
     except BaseException:

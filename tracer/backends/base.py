@@ -22,6 +22,7 @@ class Options:
     follow_children: bool = True  # fork/clone children and threads are traced too
     rss_interval_ns: int = 1_000_000  # in-kernel coalescing of rss_stat / /proc sampling period
     trace_alloc: bool = True  # malloc/free & friends with uprobes (bpf backend)
+    stacks: bool = False  # the user stack of every allocation (bpf backend)
 
 
 @dataclass

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import allocators, calibrate, kheaders, procfs, stale
+from .. import allocators, calibrate, kheaders, procfs, stacks, stale
 from ..columns import Columns
 from ..errors import BackendUnavailable, Exit, HeaplineError
 from ..events import EVENT_DTYPE, Kind
@@ -32,6 +32,7 @@ UNKNOWN_CPU = -1  # lost() key for losses the kernel does not attribute to a CPU
 LOST_REASONS = ("ring_buffer_full", "inflight_table_full", "process_table_full", "thread_storage_full")
 SPARE_USED = len(LOST_REASONS)
 MIN_SPARE_PAGES = 16
+STACK_ENTRIES = 16384  # distinct allocation stacks kept (each up to 127 frames)
 TRACE_PENDING_EXEC = 2
 
 
@@ -122,6 +123,8 @@ class BpfBackend(Backend):
         self._exec_seen = False
         self._alloc: alloc.Attached | None = None
         self._overhead: dict | None = None
+        self._maps: stacks.MapsWatcher | None = None
+        self._stacks: dict | None = None
         self._alloc_info: dict = {"traced": False, "reason": "not requested (--no-alloc)"}
         self._final_details: dict = {}
         self._load()
@@ -140,6 +143,7 @@ class BpfBackend(Backend):
             f"-DSPARE_PAGES={self.spare_pages}",
             f"-DRSS_INTERVAL_NS={int(self.options.rss_interval_ns)}ULL",
             f"-DFOLLOW_CHILDREN={1 if self.options.follow_children else 0}",
+            *([f"-DSTACKS={STACK_ENTRIES}"] if self.options.stacks else []),
         ]
         os.environ["BCC_KERNEL_SOURCE"] = self.headers.path
         with _captured_stderr() as said:
@@ -166,6 +170,8 @@ class BpfBackend(Backend):
         child = HeldChild(spec.path, spec.argv, spec.env, spec.no_aslr)
         self._child = child
         self._root = child.pid
+        if self.options.stacks:
+            self._maps = stacks.MapsWatcher(child.pid)
         try:
             self._arm(child.pid, TRACE_PENDING_EXEC)
             if lib is not None:
@@ -183,6 +189,9 @@ class BpfBackend(Backend):
         self._arm(pid, TRACE_ACTIVE)
         self._root = pid
         self._exec_seen = True  # nothing of the target runs before an exec we wait for
+        if self.options.stacks:
+            self._maps = stacks.MapsWatcher(pid)
+            self._watch_maps()
         if self.options.follow_children:
             for child in procfs.descendants(pid):
                 self._arm(child, TRACE_ACTIVE)
@@ -245,7 +254,24 @@ class BpfBackend(Backend):
             ev = Columns.concat([ev, *extra]).sorted_by_time()
         if not self._exec_seen and len(ev):
             ev = self._drop_launcher_calls(ev)
+        if self._maps is not None and self._exec_seen:
+            self._watch_maps()
         return ev
+
+    def _watch_maps(self) -> None:
+        """Keep the target's code mappings while it lives: stacks are symbolized against them."""
+        assert self._maps is not None
+        first = not self._maps.seen
+        self._maps.poll()
+        if first and self._maps.seen:
+            try:
+                exe = os.readlink(f"/proc/{self._root}/exe")
+            except OSError:
+                return
+            note = stacks.frame_pointer_note(exe)
+            if note:
+                self.say(note)
+                self.notes.append(note)
 
     def _drop_launcher_calls(self, ev: Columns) -> Columns:
         """Before its exec, the launched pid still runs heapline's own code (the allocator probes are
@@ -274,6 +300,18 @@ class BpfBackend(Backend):
 
     def exit_status(self) -> int | None:
         return self._child.wait() if self._child is not None else None
+
+    def _symbolized_stacks(self) -> dict:
+        """Every stack the kernel kept, as frames with module, build-id, file offset and symbol."""
+        assert self._bpf is not None and self._maps is not None
+        table = self._bpf["stacks"]
+        raw = {}
+        for key in list(table.keys()):
+            sid = key.value
+            raw[sid + 1] = [int(a) for a in table.walk(sid)]  # ids as stored in the events (a4)
+        out = stacks.symbolize(raw, self._maps.seen)
+        out["note"] = "event a4 is the stack id (0: none); frames are [address, module, file offset, symbol]"
+        return out
 
     def _lost_table(self) -> list[list[int]]:
         """lost[reason][cpu]"""
@@ -326,6 +364,8 @@ class BpfBackend(Backend):
             self._reader.close()
             self._spare.close()
             self._reader = None
+        if self._maps is not None:
+            self._stacks = self._symbolized_stacks()
         self._final_lost = self.lost()
         self._final_details = self.info().details
         bpf.cleanup()
@@ -346,5 +386,6 @@ class BpfBackend(Backend):
             },
             "spare_ring_records": sum(self._lost_table()[SPARE_USED]),
             "allocator": self._alloc_info,
+            **({"stacks": self._stacks} if self._stacks is not None else {}),
         }
         return BackendInfo(self.name, details)
