@@ -46,6 +46,30 @@ class Columns:
         return Columns(cols)
 
     @staticmethod
+    def from_words(words: np.ndarray, header_bytes: int) -> Columns:
+        """Columns from records seen as rows of 64-bit words (``header_bytes`` of ring header first).
+
+        One cache-friendly transpose makes every 8-byte field a contiguous row, used as it is; the
+        narrower fields (pid and tid, kind, aux and cpu share words) are then cheap strided copies.
+        """
+        return Columns.from_rows(transpose(words), header_bytes)
+
+    @staticmethod
+    def from_rows(rows: np.ndarray, header_bytes: int) -> Columns:
+        """Columns from transposed records (:func:`transpose`): row i holds the i-th word of each."""
+        cols = {}
+        for name in NAMES:
+            dt, offset = EVENT_DTYPE.fields[name][:2]
+            at = header_bytes + offset
+            row = rows[at // 8]
+            if dt.itemsize == 8:
+                cols[name] = row.view(dt)
+            else:
+                per_word = 8 // dt.itemsize
+                cols[name] = np.ascontiguousarray(row.view(dt)[(at % 8) // dt.itemsize :: per_word])
+        return Columns(cols)
+
+    @staticmethod
     def concat(parts: Iterable[Columns]) -> Columns:
         parts = [p for p in parts if len(p)]
         if not parts:
@@ -68,3 +92,12 @@ class Columns:
         for name in NAMES:
             out[name] = self.cols[name]
         return out
+
+
+def transpose(words: np.ndarray) -> np.ndarray:
+    """Records as rows of 64-bit words -> one contiguous row per word, a cache-sized chunk at a time."""
+    n, width = words.shape
+    rows = np.empty((width, n), dtype=np.uint64)
+    for start in range(0, n, CHUNK):
+        np.copyto(rows[:, start : start + CHUNK], words[start : start + CHUNK].T)
+    return rows

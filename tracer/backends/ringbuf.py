@@ -21,7 +21,7 @@ import struct
 
 import numpy as np
 
-from ..columns import Columns
+from ..columns import CHUNK, Columns
 
 BUSY_BIT = 1 << 31
 DISCARD_BIT = 1 << 30
@@ -65,19 +65,8 @@ class RingReader:
         if max_records is not None:
             n = min(n, max_records)
         start = cons & self.mask
-        raw = self._data[start : start + n * rs].view(self.record)
-        lens = raw["hdr_len"]
-        busy = np.flatnonzero(lens & BUSY_BIT)
-        if len(busy):
-            n = int(busy[0])
-            raw = raw[:n]
-            lens = lens[:n]
-        wrong = (lens & ~np.uint32(BUSY_BIT | DISCARD_BIT)) != self.payload.itemsize
-        if wrong.any():
-            raise RuntimeError("ring buffer holds a record of unexpected size; probe and reader disagree")
-        keep = (lens & DISCARD_BIT) == 0
-        # straight from the ring into columns, a cache-sized chunk at a time
-        out = Columns.from_records(raw["ev"] if keep.all() else raw["ev"][keep])
+        words = self._data[start : start + n * rs].view(np.uint64).reshape(n, rs // 8)
+        out, n = committed(words, self.payload.itemsize)
         struct.pack_into("<Q", self._cons, 0, cons + n * rs)
         self.drained += len(out)
         return out
@@ -86,3 +75,32 @@ class RingReader:
         self._data = None  # type: ignore[assignment]
         self._prod.close()
         self._cons.close()
+
+
+def committed(words: np.ndarray, size: int) -> tuple[Columns, int]:
+    """The committed records among ``words`` (records as rows of 64-bit words, header first), as
+    columns, and how many records were consumed: up to the first one still being written."""
+    n = len(words)
+    rows = np.empty((words.shape[1], n), dtype=np.uint64)
+    keep: np.ndarray | None = None
+    for c0 in range(0, n, CHUNK):
+        part = words[c0 : c0 + CHUNK]
+        # headers first: a record's payload is read only after its header said it is committed
+        # (x86 does not reorder loads), and a chunk at a time, so the payload is in cache then
+        lens = (part[:, 0] & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+        if not (lens == size).all():  # busy, discarded or foreign records
+            busy = np.flatnonzero(lens & BUSY_BIT)
+            if len(busy):  # still being written: it and what follows are taken next time
+                n = c0 + int(busy[0])
+                lens, part = lens[: busy[0]], part[: busy[0]]
+            if ((lens & ~np.uint32(BUSY_BIT | DISCARD_BIT)) != size).any():
+                raise RuntimeError("ring buffer holds a record of unexpected size; probe and reader disagree")
+            if keep is None:
+                keep = np.ones(len(words), dtype=bool)
+            keep[c0 : c0 + len(part)] = (lens & DISCARD_BIT) == 0
+        np.copyto(rows[:, c0 : c0 + len(part)], part.T)
+        if c0 + len(part) == n and n < len(words):
+            break
+    rows = rows[:, :n] if keep is None else rows[:, :n][:, keep[:n]]
+    return Columns.from_rows(np.ascontiguousarray(rows), HEADER.itemsize), n
+
