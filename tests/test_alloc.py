@@ -257,3 +257,52 @@ def test_stacks_name_the_allocation_sites(tmp_path) -> None:
         assert symbol is not None and offset > 0
     symbols = {f[3].split("+")[0] for sid in set(allocs["a4"].tolist()) for f in st["stacks"][str(sid)] if f[3]}
     assert "main" in symbols and "worker_main" in symbols
+
+
+OTHER_TRACER = r"""
+import os, sys
+sys.path.insert(0, sys.argv[2])
+from tracer import kheaders
+os.environ.setdefault("BCC_KERNEL_SOURCE", kheaders.find().path)
+from bcc import BPF
+b = BPF(text="int hit(void *ctx) { return 0; }")
+lib = "/lib/x86_64-linux-gnu/libc.so.6"
+for sym in ("malloc", "free", "calloc", "realloc"):
+    b.attach_uprobe(name=lib, sym=sym, fn_name="hit", pid=int(sys.argv[1]))
+    b.attach_uretprobe(name=lib, sym=sym, fn_name="hit", pid=int(sys.argv[1]))
+print("attached", flush=True)
+sys.stdin.read()
+"""
+
+
+@needs_root
+def test_another_tracer_on_the_same_functions(tmp_path) -> None:
+    """Another tool's uprobes on malloc/free (at the entry, where heapline's are not) change nothing."""
+    trace = str(tmp_path / "o.trace")
+    prog = subprocess.Popen([workload("alloc_calls"), "--wait"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    other = None
+    try:
+        out = ""
+        while "HL ready" not in out:
+            out += prog.stdout.readline()
+        other = subprocess.Popen([HEAPLINE[0], "-c", OTHER_TRACER, str(prog.pid), str(ROOT)], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True)
+        assert "attached" in other.stdout.readline()
+        rec = subprocess.Popen([*HEAPLINE, "record", "-o", trace, "-p", str(prog.pid)], cwd=ROOT,
+                               stderr=subprocess.PIPE, text=True)
+        err = ""
+        while "recording:" not in err:
+            line = rec.stderr.readline()
+            assert line, err
+            err += line
+        prog.stdin.write("g")
+        prog.stdin.flush()
+        out += prog.stdout.read()
+        assert prog.wait(timeout=60) == 0
+        assert rec.wait(timeout=60) == 0
+    finally:
+        prog.kill()
+        if other is not None:
+            other.kill()
+    check(trace, parse_report(out))
