@@ -108,6 +108,31 @@ def summary(
         _say(note)
 
 
+@app.command()
+def explain(
+    trace: str = typer.Argument(..., help="A trace file written by heapline record."),
+    at: float | None = typer.Option(None, "--at", help="Explain the state this many seconds into the recording."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Why memory was or was not returned: findings with their evidence."""
+    from .explain import explain as do_explain
+    from .report_text import print_findings
+    from .tracefile import open_trace
+
+    try:
+        t = open_trace(trace)
+    except HeaplineError as e:
+        raise _fail(e) from None
+    found = [f.to_json() for f in do_explain(t, at_ns=None if at is None else int(at * 1e9))]
+    if as_json:
+        json.dump(found, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    elif found:
+        print_findings(found, Console(highlight=False))
+    else:
+        Console(highlight=False).print("no findings")
+
+
 def main() -> None:
     try:
         app()

@@ -32,7 +32,6 @@ from .tracefile import Trace
 
 MAP_STACK = 0x20000
 MAP_NORESERVE = 0x4000
-ARENA_HEAP = 64 << 20  # glibc's thread-arena heaps are reserved 64 MiB at a time (HEAP_MAX_SIZE)
 _MAP_CALLS = np.array([Kind.MMAP, Kind.MUNMAP, Kind.MREMAP, Kind.MPROTECT], dtype=np.uint16)
 
 
@@ -64,7 +63,7 @@ def _what(prot: int, anon: bool, flags: int, size: int) -> str:
         return "file"
     if flags & MAP_STACK:
         return "stack"
-    if size % ARENA_HEAP == 0 and flags & MAP_NORESERVE:
+    if flags & MAP_NORESERVE:  # glibc reserves its thread-arena heaps so (64 MiB, PROT_NONE, then mprotect)
         return "heap-arena"
     return "anon"
 

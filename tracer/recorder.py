@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
@@ -146,6 +147,7 @@ def _run(
                 "trace_alloc": req.trace_alloc,
             },
             "snapshot": snapshot.to_json() if snapshot else None,
+            "malloc_env": _malloc_env(req, spec, pid),
         }
         writer.start(header)
         for note in backend.notes:
@@ -250,4 +252,19 @@ def _loop(
 def _root_exited(ev: Columns, pid: int) -> bool:
     exits = np.flatnonzero(ev["kind"] == Kind.EXIT)
     return bool(((ev["pid"][exits] == pid) & (ev["a2"][exits] == 1)).any())
+
+
+def _malloc_env(req: Request, spec: LaunchSpec | None, pid: int) -> dict[str, str]:
+    """The target's environment variables that tune malloc (they decide what free() returns)."""
+    if spec is not None:
+        env = spec.env if spec.env is not None else dict(os.environ)
+    else:
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                pairs = [p.split(b"=", 1) for p in f.read().split(b"\0") if b"=" in p]
+            env = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
+        except OSError:
+            env = {}
+    keep = ("MALLOC_", "GLIBC_TUNABLES", "LD_PRELOAD", "MALLOC_CONF", "TCMALLOC_", "MIMALLOC_", "JE_MALLOC_CONF")
+    return {k: v for k, v in env.items() if k.startswith(keep)}
 

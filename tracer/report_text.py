@@ -57,6 +57,7 @@ def print_summary(s: dict[str, Any], console: Console) -> None:
     else:
         console.print("madvise: none")
 
+    print_findings(s.get("findings", []), console)
     a = s.get("alloc")
     if a is None:
         return
@@ -78,4 +79,12 @@ def print_summary(s: dict[str, Any], console: Console) -> None:
         f"live (requested): peak {human_bytes(a['live_bytes_peak'])}, final {human_bytes(a['live_bytes_final'])}"
         f" in {a['live_blocks_final']:,} blocks; unmatched frees {a['unmatched_frees']:,}"
     )
+
+
+def print_findings(findings: list[dict[str, Any]], console: Console) -> None:
+    if not findings:
+        return
+    console.print("[bold]findings[/]")
+    for f in findings:
+        console.print(f"  [bold]{f['code']}[/]: {f['message']}", soft_wrap=True)
 

@@ -179,6 +179,9 @@ def summarize(trace: Trace, all_processes: bool = False) -> dict[str, Any]:
         # measured on the recording machine (tracer/calibrate.py), not assumed
         out["alloc"]["added_time_s"] = round(calls * cost["per_call_ns"] / 1e9, 6)
         out["alloc"]["cost_per_call_ns"] = cost["per_call_ns"]
+    from .explain import explain
+
+    out["findings"] = [f.to_json() for f in explain(trace)]
     duration = meta.get("duration_ns")
     if duration is None and len(ev):
         duration = int(ev["ts"][-1]) - int(meta.get("start_ns", ev["ts"][0]))
