@@ -56,6 +56,7 @@ venv: $(VENV)/.done
 
 workloads:
 	$(MAKE) -s -C workloads
+	$(MAKE) -s -C workloads/scenarios
 
 lint: venv
 	$(PY) -m ruff check tracer viz tests bench
@@ -63,3 +64,4 @@ lint: venv
 clean:
 	rm -rf $(VENV) out
 	$(MAKE) -s -C workloads clean
+	$(MAKE) -s -C workloads/scenarios clean

@@ -133,6 +133,21 @@ def explain(
         Console(highlight=False).print("no findings")
 
 
+@app.command()
+def demo(
+    names: list[str] | None = typer.Argument(None, help="Scenarios to run (all when none is given)."),
+    out_dir: str = typer.Option("out/demo", "-o", "--out", help="Folder for the traces and summaries."),
+) -> None:
+    """Record the scenario programs (workloads/scenarios) and print what heapline finds in each."""
+    from .demo import run
+
+    try:
+        done = run(list(names or []), out_dir, _say)
+    except HeaplineError as e:
+        raise _fail(e) from None
+    _say(f"{len(done)} traces and summaries in {out_dir}")
+
+
 def main() -> None:
     try:
         app()

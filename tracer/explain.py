@@ -233,7 +233,7 @@ def _reused(trace: Trace, tl: Timeline, ev: np.ndarray, family: str | None) -> l
 def _arenas(trace: Trace, tl: Timeline, ev: np.ndarray, family: str | None) -> list[Finding]:
     """ARENA_RETAINED: memory kept in the heaps of non-main arenas at the end."""
     mp = tl.mappings
-    if not len(mp):
+    if not len(mp) or family not in (None, "glibc"):  # other allocators map MAP_NORESERVE regions too
         return []
     alive = mp[(mp["ended_by"].isin(["still mapped", "exit"])) & (mp["what"] == "heap-arena") & (mp["prot"] != 0)]
     if not len(alive):

@@ -88,12 +88,13 @@ def build(trace: Trace, pid: int | None = None) -> Timeline:
     b = ev[kind == Kind.BRK]
     brk = b["ret"].astype(np.int64)
     ts = b["ts"].astype(np.int64)
+    tid = b["tid"].astype(np.int64)
     if snap is not None:
         start_brk = int(snap["start_brk"])
-        brk, ts = np.concatenate([[int(snap["brk"])], brk]), np.concatenate([[t0], ts])
+        brk, ts, tid = np.concatenate([[int(snap["brk"])], brk]), np.concatenate([[t0], ts]), np.r_[0, tid]
     else:
         start_brk = int(brk[0]) if len(brk) else 0
-    breaks = pd.DataFrame({"ts": ts, "brk": brk, "heap": brk - start_brk})
+    breaks = pd.DataFrame({"ts": ts, "brk": brk, "heap": brk - start_brk, "tid": tid})
 
     # mappings: replay the mapping calls, keeping every piece's lifetime
     history: list[tuple] = []
@@ -154,44 +155,53 @@ def _releases(ev: np.ndarray, breaks: pd.DataFrame, page: int) -> pd.DataFrame:
     prev = breaks["brk"].shift(1)
     shrink = breaks[breaks["brk"] < prev]
     parts.append(pd.DataFrame({
-        "ts": shrink["ts"], "call": "brk", "advice": None, "start": shrink["brk"],
+        "ts": shrink["ts"], "tid": shrink["tid"], "call": "brk", "advice": None, "start": shrink["brk"],
         "end": prev[shrink.index].astype(np.int64), "bytes": (prev[shrink.index] - shrink["brk"]).astype(np.int64),
     }))
     m = ev[(kind == Kind.MUNMAP) & ok]
     n = _page_up(m["a1"], page)
-    parts.append(pd.DataFrame({"ts": m["ts"], "call": "munmap", "advice": None, "start": m["a0"],
+    parts.append(pd.DataFrame({"ts": m["ts"], "tid": m["tid"], "call": "munmap", "advice": None, "start": m["a0"],
                                "end": m["a0"] + n, "bytes": n}))
     r = ev[(kind == Kind.MREMAP) & ok]
     old, new = _page_up(r["a1"], page), _page_up(r["a2"], page)
     inplace = (r["ret"].astype(np.uint64) == r["a0"]) & (new < old)
     r, old, new = r[inplace], old[inplace], new[inplace]
-    parts.append(pd.DataFrame({"ts": r["ts"], "call": "mremap", "advice": None, "start": r["a0"] + new,
+    parts.append(pd.DataFrame({"ts": r["ts"], "tid": r["tid"], "call": "mremap", "advice": None,
+                               "start": r["a0"] + new,
                                "end": r["a0"] + old, "bytes": old - new}))
     a = ev[(kind == Kind.MADVISE) & ok & np.isin(ev["a2"], np.array(sorted(RELEASE_ADVICE), dtype=np.uint64))]
     n = _page_up(a["a1"], page)
-    parts.append(pd.DataFrame({"ts": a["ts"], "call": "madvise", "advice": [advice_name(int(x)) for x in a["a2"]],
+    parts.append(pd.DataFrame({"ts": a["ts"], "tid": a["tid"], "call": "madvise",
+                               "advice": [advice_name(int(x)) for x in a["a2"]],
                                "start": a["a0"], "end": a["a0"] + n, "bytes": n}))
     parts = [p for p in parts if len(p)]
-    columns = ["ts", "call", "advice", "start", "end", "bytes"]
+    columns = ["ts", "tid", "call", "advice", "start", "end", "bytes"]
     out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
-    out = out.astype({"ts": np.int64, "start": np.uint64, "end": np.uint64, "bytes": np.int64})
+    out = out.astype({"ts": np.int64, "tid": np.int64, "start": np.uint64, "end": np.uint64, "bytes": np.int64})
     out = out.sort_values("ts", kind="stable").reset_index(drop=True)
-    out["inside"] = _enclosing_allocator_call(ev, out["ts"].to_numpy())
+    out["inside"] = _enclosing_allocator_call(ev, out)
     return out
 
 
-def _enclosing_allocator_call(ev: np.ndarray, ts: np.ndarray) -> list[str | None]:
-    """For each release time, the allocator call in flight then (entry <= ts <= entry + duration)."""
-    calls = ev[(ev["kind"] >= Kind.MALLOC) & (ev["dur"] > 0)]
-    if not len(calls) or not len(ts):
-        return [None] * len(ts)
-    starts = calls["ts"].astype(np.int64)
-    ends = starts + calls["dur"].astype(np.int64)
-    order = np.argsort(starts, kind="stable")
-    starts, ends, kinds = starts[order], ends[order], calls["kind"][order]
-    i = np.searchsorted(starts, ts, side="right") - 1
-    inside = (i >= 0) & (ends[np.maximum(i, 0)] >= ts)
-    return [KIND_NAMES[int(kinds[j])] if ok else None for j, ok in zip(i.tolist(), inside.tolist(), strict=True)]
+FREE_WINDOW_NS = 10_000_000  # a free()'s own syscalls follow its entry within this, on its thread
+
+
+def _enclosing_allocator_call(ev: np.ndarray, rel: pd.DataFrame) -> list[str | None]:
+    """For each release, the allocator call it happened in: the thread's latest allocator call before it,
+    when that call was still running (entry <= ts <= entry + duration), or when it is a free/delete
+    (recorded at entry, without a duration) made just before, with no allocator call in between."""
+    calls = ev[ev["kind"] >= Kind.MALLOC]
+    if not len(calls) or not len(rel):
+        return [None] * len(rel)
+    frame = pd.DataFrame({"ts": calls["ts"].astype(np.int64), "tid": calls["tid"].astype(np.int64),
+                          "end": (calls["ts"] + calls["dur"]).astype(np.int64), "kind": calls["kind"],
+                          "direct": calls["dur"] == 0}).sort_values("ts", kind="stable")
+    probe = rel[["ts", "tid"]].reset_index().sort_values("ts", kind="stable")
+    hit = pd.merge_asof(probe, frame.rename(columns={"ts": "call_ts"}), left_on="ts", right_on="call_ts",
+                        by="tid", direction="backward").sort_values("index")
+    direct = hit["direct"].astype("boolean").fillna(False).astype(bool)
+    ok = hit["call_ts"].notna() & ((hit["end"] >= hit["ts"]) | (direct & (hit["ts"] - hit["call_ts"] < FREE_WINDOW_NS)))
+    return [KIND_NAMES[int(k)] if good else None for k, good in zip(hit["kind"].fillna(0), ok, strict=True)]
 
 
 def _memory(breaks: pd.DataFrame, anon: pd.DataFrame, live: pd.DataFrame, rss: pd.DataFrame, t0: int) -> pd.DataFrame:

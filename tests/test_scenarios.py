@@ -1,0 +1,134 @@
+"""The scenario programs (workloads/scenarios): each recorded, and the findings checked against what
+the program printed about itself (its own sbrk(0), pointers and RSS)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+from conftest import ROOT, needs_root, num, parse_report, run_heapline
+
+from tracer.explain import explain
+from tracer.model import build
+from tracer.tracefile import open_trace
+
+BIN = ROOT / "workloads" / "scenarios" / "bin"
+PAGE = 4096
+
+
+def record(tmp_path, name: str, *args: str, env: dict[str, str] | None = None):
+    if not (BIN / name).exists():
+        subprocess.run(["make", "-s", "-C", str(ROOT / "workloads" / "scenarios")], check=True)
+    trace = str(tmp_path / f"{name}.trace")
+    extra = [x for k, v in (env or {}).items() for x in ("-E", f"{k}={v}")]
+    r = run_heapline("record", "-q", *extra, "-o", trace, "--", str(BIN / name), *args)
+    assert r.returncode == 0, r.stderr
+    t = open_trace(trace)
+    return t, parse_report(r.stdout), {f.code: f for f in explain(t)}
+
+
+@needs_root
+def test_tiny_mallocs_trim_lowers_the_break(tmp_path) -> None:
+    t, rep, found = record(tmp_path, "tiny-mallocs", "200000")
+    assert rep.brk("free") == rep.brk("alloc")  # free() gave nothing back
+    trim = found["RELEASED_BY_TRIM"].evidence
+    assert trim["by_call"].get("brk") == rep.brk("idle") - rep.brk("trim")
+    assert trim["break_after"] == hex(rep.brk("trim"))
+    # before the trim: many small blocks freed, the heap still large
+    at = int(found["RELEASED_BY_TRIM"].ts) - int(t.meta["start_ns"]) - 1
+    early = {f.code: f for f in explain(t, at_ns=at)}
+    assert "FREED_NOT_CONSOLIDATED" in early
+
+
+@needs_root
+def test_tiny_mallocs_pinned_trim_uses_madvise(tmp_path) -> None:
+    _, rep, found = record(tmp_path, "tiny-mallocs", "200000", "pin")
+    trim = found["RELEASED_BY_TRIM"].evidence
+    assert trim["by_call"].get("madvise", 0) > 1 << 20
+    assert "BRK_PINNED_BY_LIVE_CHUNK" in found
+    assert rep.brk("trim") > rep.brk("start") + (1 << 20)  # the break stayed high
+
+
+@needs_root
+@pytest.mark.parametrize("args,falls", [(("2",), False), (("1", "1", "999"), False), (("1", "500", "1000"), True)])
+def test_free_and_sbrk(tmp_path, args: tuple[str, ...], falls: bool) -> None:
+    t, rep, _ = record(tmp_path, "free-and-sbrk", "1000", "10240", *args)
+    tl = build(t)
+    assert tl.breaks["brk"].iloc[-1] == rep.brk("free")
+    assert (rep.brk("free") < rep.brk("alloc")) is falls
+    in_free = tl.releases[(tl.releases["call"] == "brk") & (tl.releases["inside"] == "free")]
+    assert (in_free["bytes"].sum() == rep.brk("alloc") - rep.brk("free")) if falls else in_free.empty
+
+
+@needs_root
+def test_mmap_threshold(tmp_path) -> None:
+    _, rep, found = record(tmp_path, "mmap-threshold")
+    blocks = rep.all("block")
+    mm = [kv for kv in blocks if kv["mmapped"] == "1"]
+    f = found["MMAP_CHUNK_RETURNED"].evidence
+    assert f["count"] == len(mm)
+    assert any(kv["mmapped"] == "0" and int(kv["size"]) == 256 * 1024 for kv in blocks[2:])
+
+
+@needs_root
+@pytest.mark.parametrize("mode,env,source", [
+    ("mallopt", {}, "mallopt(M_TRIM_THRESHOLD)"),
+    ("env", {"MALLOC_TRIM_THRESHOLD_": "16777216"}, "MALLOC_TRIM_THRESHOLD_"),
+    ("tunables", {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=16777216"}, "GLIBC_TUNABLES"),
+])
+def test_trim_threshold_sources(tmp_path, mode: str, env: dict[str, str], source: str) -> None:
+    _, rep, found = record(tmp_path, "trim-threshold", mode, env=env)
+    ev = found["TOP_BELOW_TRIM_THRESHOLD"].evidence
+    assert ev["trim_threshold"] == 16 << 20 and ev["trim_threshold_from"] == source
+    assert ev["break"] == hex(rep.brk("free"))
+
+
+@needs_root
+def test_threads_keep_arena_memory(tmp_path) -> None:
+    _, _, found = record(tmp_path, "threads")
+    assert found["ARENA_RETAINED"].evidence["bytes"] > 0
+
+
+@needs_root
+def test_realloc_grow_moves_with_mremap(tmp_path) -> None:
+    t, rep, _ = record(tmp_path, "realloc-grow")
+    tl = build(t)
+    moves = [(num(kv["old"]), num(kv["new"])) for kv in rep.all("realloc") if kv["moved"] == "1"]
+    mremaps = t.events[(t.events["kind"] == 4) & (t.events["pid"] == t.meta["pid"])]
+    header = 16  # glibc's mmapped chunk: the block starts 16 bytes into the mapping
+    assert {(int(e["a0"]) + header, int(e["ret"]) + header) for e in mremaps} >= set(moves)
+    big = tl.releases[(tl.releases["call"] == "munmap") & (tl.releases["bytes"] >= 64 << 20)]
+    assert len(big) == 1 and big["inside"].iloc[0] == "free"
+
+
+@needs_root
+def test_fork_exit_child_returns_everything(tmp_path) -> None:
+    t, rep, _ = record(tmp_path, "fork-exit")
+    child = int(rep.all("fork")[0]["child"])
+    exits = [f for f in explain(t) if f.code == "RETURNED_AT_EXIT" and f.evidence["pid"] == child]
+    assert len(exits) == 1 and exits[0].evidence["footprint"] >= 50 << 20
+    rss, phase = {}, None
+    for verb, kv in rep.lines:
+        if verb == "brk":
+            phase = kv["phase"]
+        elif verb == "rss":
+            rss[phase] = int(kv["anon"])
+    assert abs(rss["after-child"] - rss["before-fork"]) <= 2 * PAGE  # the parent's RSS is untouched
+
+
+@needs_root
+def test_reuse_does_not_grow(tmp_path) -> None:
+    _, rep, found = record(tmp_path, "reuse")
+    assert rep.brk("alloc2") == rep.brk("alloc1")
+    assert "REUSED_NOT_GROWN" in found
+
+
+@needs_root
+def test_demo_command_writes_traces_and_summaries(tmp_path) -> None:
+    r = run_heapline("demo", "mmap-threshold", "-o", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    s = json.loads((tmp_path / "mmap-threshold.summary.json").read_text())
+    assert "MMAP_CHUNK_RETURNED" in {f["code"] for f in s["findings"]}
+    assert os.path.exists(tmp_path / "mmap-threshold.trace")
