@@ -25,6 +25,7 @@ DEFAULT_TRIM_THRESHOLD = 128 * KIB  # glibc's M_TRIM_THRESHOLD default
 DEFAULT_TOP_PAD = 128 * KIB  # M_TOP_PAD: kept at the top even when trimming
 MMAP_THRESHOLD_MAX = 32 << 20  # glibc's dynamic mmap threshold stops rising here (64-bit)
 TCACHE_MAX = 1032  # the largest request glibc's tcache holds
+REUSE_MIN = 64 * KIB  # requested bytes freed and allocated again before reuse is worth a finding
 M_TRIM_THRESHOLD = -1
 U64 = 1 << 64
 
@@ -193,7 +194,7 @@ def _not_consolidated(trace: Trace, tl: Timeline, ev: np.ndarray, family: str | 
         sizes = pd.Series(allocs["a0"])
     small = int((sizes <= TCACHE_MAX).sum())
     page = int(trace.meta.get("machine", {}).get("page_size", 4096))
-    if free_in_heap < 1 << 20 or len(trims) or small < len(sizes) / 2:
+    if free_in_heap < 2 * DEFAULT_TRIM_THRESHOLD or len(trims) or small < len(sizes) / 2:
         return []
     estimate = max(free_in_heap - DEFAULT_TOP_PAD, 0) // page
     return [Finding(
@@ -215,7 +216,7 @@ def _reused(trace: Trace, tl: Timeline, ev: np.ndarray, family: str | None) -> l
     trough = int(np.argmin(lb))
     peak_before = lb[: trough + 1].max()
     regrow = lb[trough:].max() - lb[trough]
-    if regrow < 1 << 20 or peak_before - lb[trough] < 1 << 20:
+    if regrow < REUSE_MIN or peak_before - lb[trough] < REUSE_MIN:
         return []
     t_trough = int(live["ts"].iloc[trough])
     brk_max_before = br[br["ts"] <= t_trough]["brk"].max()

@@ -22,8 +22,26 @@ HEAPLINE = [sys.executable, "-m", "tracer.cli", "record", "-q"]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
-def launch(name: str, backend: str, *argv: str) -> None:
-    out = subprocess.run([*HEAPLINE, "--backend", backend, "-o", str(HERE / f"{name}.trace"), "--", *argv],
+SCENARIO_SAMPLES: list[tuple[str, tuple[str, ...], dict[str, str]]] = [
+    ("tiny-mallocs", ("20000",), {}),
+    ("tiny-mallocs", ("20000", "pin"), {}),
+    ("free-and-sbrk", ("1000", "10240", "2"), {}),
+    ("free-and-sbrk", ("1000", "10240", "1", "1", "999"), {}),
+    ("free-and-sbrk", ("1000", "10240", "1", "500", "1000"), {}),
+    ("mmap-threshold", (), {}),
+    ("trim-threshold", ("mallopt",), {}),
+    ("trim-threshold", ("env",), {"MALLOC_TRIM_THRESHOLD_": "16777216"}),
+    ("trim-threshold", ("tunables",), {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=16777216"}),
+    ("threads", (), {}),
+    ("realloc-grow", (), {}),
+    ("fork-exit", (), {}),
+    ("reuse", ("20000",), {}),
+]
+
+
+def launch(name: str, backend: str, *argv: str, env: dict[str, str] | None = None) -> None:
+    extra = [x for k, v in (env or {}).items() for x in ("-E", f"{k}={v}")]
+    out = subprocess.run([*HEAPLINE, "--backend", backend, *extra, "-o", str(HERE / f"{name}.trace"), "--", *argv],
                          cwd=WORK, env=ENV, capture_output=True, text=True, check=False)
     (HERE / f"{name}.out").write_text(out.stdout)
     print(f"{name}: exit {out.returncode}")
@@ -56,6 +74,11 @@ def main() -> None:
     launch("phases-strace", "strace", "./phases")
     attach("phases-attach", "bpf", "./phases", "--wait")
     launch("forker", "bpf", "./forker")
+    # the scenarios, small enough to commit (tests/test_scenarios.py checks them without root)
+    subprocess.run(["make", "-s", "-C", str(ROOT / "workloads" / "scenarios")], check=True)
+    for name, args, env in SCENARIO_SAMPLES:
+        shutil.copy2(ROOT / "workloads" / "scenarios" / "bin" / name, WORK / name)
+        launch("-".join(["scenario", name, *args]), "bpf", f"./{name}", *args, env=env)
     shutil.rmtree(WORK)
 
 
