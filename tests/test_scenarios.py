@@ -146,3 +146,25 @@ def test_demo_command_writes_traces_and_summaries(tmp_path) -> None:
     s = json.loads((tmp_path / "mmap-threshold.summary.json").read_text())
     assert "MMAP_CHUNK_RETURNED" in {f["code"] for f in s["findings"]}
     assert os.path.exists(tmp_path / "mmap-threshold.trace")
+
+
+@needs_root
+@pytest.mark.parametrize("family,lib,grows_break", [
+    ("glibc", None, True),
+    ("jemalloc", "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2", False),
+    ("tcmalloc", "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4", True),
+    ("mimalloc", "/usr/lib/x86_64-linux-gnu/libmimalloc.so.2", False),
+])
+def test_allocators_brk_or_mmap(tmp_path, family: str, lib: str | None, grows_break: bool) -> None:
+    """One workload, four allocators: which ones take memory with brk, which with mmap."""
+    if lib is not None and not os.path.exists(lib):
+        pytest.skip(f"{lib} is not installed")
+    t, rep, found = record(tmp_path, "allocators", env={"LD_PRELOAD": lib} if lib else None)
+    assert t.header["backend"]["allocator"]["family"] == family == rep.all("allocator")[0]["name"]
+    assert (rep.brk("alloc") > rep.brk("start")) is grows_break
+    tl = build(t)
+    assert tl.breaks["brk"].iloc[-1] == rep.brk("idle-more")
+    if not grows_break:
+        grown = tl.memory["anon_mapped"].max() - tl.memory["anon_mapped"].iloc[0]
+        assert grown >= 30 << 20  # the 20000 blocks came from mmapped regions
+    assert "RETURNED_AT_EXIT" in found
