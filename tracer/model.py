@@ -183,25 +183,45 @@ def _releases(ev: np.ndarray, breaks: pd.DataFrame, page: int) -> pd.DataFrame:
     return out
 
 
-FREE_WINDOW_NS = 10_000_000  # a free()'s own syscalls follow its entry within this, on its thread
+FREE_WINDOW_NS = 1_000_000  # a free()'s own syscalls follow its entry within this, on its thread
+_CONTEXT = np.array([Kind.BRK, Kind.MMAP, Kind.MUNMAP, Kind.MREMAP, Kind.MADVISE, Kind.MPROTECT], dtype=np.uint16)
 
 
 def _enclosing_allocator_call(ev: np.ndarray, rel: pd.DataFrame) -> list[str | None]:
-    """For each release, the allocator call it happened in: the thread's latest allocator call before it,
-    when that call was still running (entry <= ts <= entry + duration), or when it is a free/delete
-    (recorded at entry, without a duration) made just before, with no allocator call in between."""
+    """For each release, the allocator call it happened in, when that is known:
+
+    - a call with a return probe that was still running (entry <= ts <= entry + duration);
+    - a free/delete (recorded at entry only) when it is the thread's very last event before the
+      release, less than 1 ms before it, and, for munmap/mremap, the freed pointer lies in the
+      released range. A program's own munmap or sbrk right after a free is not the free's.
+    """
     calls = ev[ev["kind"] >= Kind.MALLOC]
     if not len(calls) or not len(rel):
         return [None] * len(rel)
-    frame = pd.DataFrame({"ts": calls["ts"].astype(np.int64), "tid": calls["tid"].astype(np.int64),
-                          "end": (calls["ts"] + calls["dur"]).astype(np.int64), "kind": calls["kind"],
-                          "direct": calls["dur"] == 0}).sort_values("ts", kind="stable")
-    probe = rel[["ts", "tid"]].reset_index().sort_values("ts", kind="stable")
-    hit = pd.merge_asof(probe, frame.rename(columns={"ts": "call_ts"}), left_on="ts", right_on="call_ts",
+    frame = pd.DataFrame({"call_ts": calls["ts"].astype(np.int64), "tid": calls["tid"].astype(np.int64),
+                          "end": (calls["ts"] + calls["dur"]).astype(np.int64), "kind": calls["kind"]})
+    probe = rel[["ts", "tid", "call", "start", "end"]].rename(columns={"end": "rel_end"}).reset_index()
+    probe = probe.sort_values("ts", kind="stable")
+    hit = pd.merge_asof(probe, frame.sort_values("call_ts", kind="stable"), left_on="ts", right_on="call_ts",
                         by="tid", direction="backward").sort_values("index")
-    direct = hit["direct"].astype("boolean").fillna(False).astype(bool)
-    ok = hit["call_ts"].notna() & ((hit["end"] >= hit["ts"]) | (direct & (hit["ts"] - hit["call_ts"] < FREE_WINDOW_NS)))
-    return [KIND_NAMES[int(k)] if good else None for k, good in zip(hit["kind"].fillna(0), ok, strict=True)]
+    running = hit["call_ts"].notna() & (hit["end"] >= hit["ts"])
+    # the thread's last event of any kind before the release (the release itself excluded)
+    mine = np.isin(ev["kind"], _CONTEXT) | (ev["kind"] >= Kind.MALLOC)
+    any_ev = pd.DataFrame({"prev_ts": ev["ts"][mine].astype(np.int64), "tid": ev["tid"][mine].astype(np.int64),
+                           "prev_kind": ev["kind"][mine], "prev_ptr": ev["a0"][mine]})
+    prev = pd.merge_asof(probe, any_ev.sort_values("prev_ts", kind="stable"), left_on="ts", right_on="prev_ts",
+                         by="tid", direction="backward", allow_exact_matches=False).sort_values("index")
+    soon = prev["ts"] - prev["prev_ts"] < FREE_WINDOW_NS
+    direct = prev["prev_kind"].isin([int(Kind.FREE), int(Kind.DELETE)]) & soon
+    ranged = prev["call"].isin(["munmap", "mremap"])
+    ptr = prev["prev_ptr"].fillna(0).astype(np.uint64)
+    in_range = (ptr >= prev["start"].astype(np.uint64)) & (ptr < prev["rel_end"].astype(np.uint64))
+    direct &= ~ranged | in_range
+    names = []
+    for run, k, d, pk in zip(running.tolist(), hit["kind"].fillna(0).tolist(), direct.tolist(),
+                             prev["prev_kind"].fillna(0).tolist(), strict=True):
+        names.append(KIND_NAMES[int(k)] if run else KIND_NAMES[int(pk)] if d else None)
+    return names
 
 
 def _memory(breaks: pd.DataFrame, anon: pd.DataFrame, live: pd.DataFrame, rss: pd.DataFrame, t0: int) -> pd.DataFrame:
