@@ -5,7 +5,7 @@ PYTHON_SYS ?= /usr/bin/python3
 VENV       := .venv
 PY         := $(VENV)/bin/python
 APT_PKGS   := python3-bpfcc python3-venv strace gcc g++ make linux-headers-$(shell dpkg --print-architecture 2>/dev/null || echo amd64) \
-              libjemalloc2 libtcmalloc-minimal4 libmimalloc2.0
+              libjemalloc2 libtcmalloc-minimal4 libmimalloc2.0 chromium
 # the peers bench/ compares heapline with
 BENCH_PKGS := bpfcc-tools ltrace heaptrack
 SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -43,6 +43,7 @@ bench-deps: deps
 bench: bench-deps workloads
 	$(SUDO) $(PY) bench/syscall_overhead.py
 	$(SUDO) $(PY) bench/alloc_overhead.py
+	$(PY) bench/report_bench.py
 
 $(VENV)/.done: pyproject.toml
 	$(PYTHON_SYS) -m venv $(VENV)

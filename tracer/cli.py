@@ -41,6 +41,7 @@ def record(
     ring_mb: int = typer.Option(64, "--ring-mb", help="Size of the kernel event ring buffer."),
     no_alloc: bool = typer.Option(False, "--no-alloc", help="Syscalls only: do not trace malloc/free & friends."),
     stacks: bool = typer.Option(False, "--stacks", help="Record the user stack of every allocation."),
+    html: str | None = typer.Option(None, "--html", help="Also write the HTML report here at the end."),
     env: list[str] | None = typer.Option(
         None, "-E", "--env", help="VAR=VALUE in the launched command's environment (repeatable), e.g. LD_PRELOAD."
     ),
@@ -80,6 +81,13 @@ def record(
         _say(f"wrote {output}: {result.events:,} events ({result.backend}){lost}")
         if result.interrupted:
             _say("stopped by interrupt; the trace is complete up to that moment")
+    if html:
+        from .report_cmd import record_html
+
+        try:
+            record_html(output, html, say=_say)
+        except HeaplineError as e:
+            raise _fail(e) from None
     raise typer.Exit(result.exit_code)
 
 
@@ -106,6 +114,37 @@ def summary(
         print_summary(s, Console(highlight=False))
     for note in t.notes:
         _say(note)
+
+
+@app.command()
+def report(
+    trace: str = typer.Argument(..., help="A trace file written by heapline record."),
+    output: str | None = typer.Option(None, "-o", "--output", help="HTML file (default: TRACE with .html)."),
+    findings: str | None = typer.Option(None, "--findings", help="Findings JSON to show instead of explaining."),
+    no_findings: bool = typer.Option(False, "--no-findings", help="Leave the findings out."),
+) -> None:
+    """Write one self-contained interactive HTML timeline of a trace."""
+    from .report_cmd import report as do_report
+
+    try:
+        do_report(trace, output, findings, explain=not no_findings, say=_say)
+    except HeaplineError as e:
+        raise _fail(e) from None
+
+
+@app.command()
+def compare(
+    traces: list[str] = typer.Argument(..., help="Two or more trace files."),
+    output: str = typer.Option(..., "-o", "--output", help="HTML file to write."),
+    stack: bool = typer.Option(False, "--stack", help="Stack the traces instead of overlaying them."),
+) -> None:
+    """Compare traces on aligned time axes (e.g. glibc vs jemalloc, before vs after a fix)."""
+    from .report_cmd import compare as do_compare
+
+    try:
+        do_compare(traces, output, stack=stack, say=_say)
+    except HeaplineError as e:
+        raise _fail(e) from None
 
 
 @app.command()

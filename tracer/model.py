@@ -226,10 +226,15 @@ def _enclosing_allocator_call(ev: np.ndarray, rel: pd.DataFrame) -> list[str | N
 
 def _memory(breaks: pd.DataFrame, anon: pd.DataFrame, live: pd.DataFrame, rss: pd.DataFrame, t0: int) -> pd.DataFrame:
     """Every series on one time axis (each carried forward from its last change)."""
-    ts = np.unique(np.concatenate([[t0], breaks["ts"], anon["ts"], live["ts"], rss["ts"]]).astype(np.int64))
+    ts = np.sort(np.concatenate([[t0], breaks["ts"], anon["ts"], live["ts"], rss["ts"]]).astype(np.int64))
+    ts = ts[np.r_[True, ts[1:] != ts[:-1]]]  # unique, without np.unique's slow path on huge arrays
     out = pd.DataFrame({"ts": ts})
     for frame, cols in ((breaks, ["heap"]), (anon, ["anon_mapped"]), (live, ["live_bytes"]), (rss, ["anon"])):
-        f = frame[["ts", *cols]].sort_values("ts", kind="stable").drop_duplicates("ts", keep="last")
+        f = frame[["ts", *cols]].sort_values("ts", kind="stable")
+        t = f["ts"].to_numpy()
+        last = np.ones(len(t), dtype=bool)
+        last[:-1] = t[1:] != t[:-1]
+        f = f[last]  # the last value at each time
         out = pd.merge_asof(out, f.astype({"ts": np.int64}), on="ts", direction="backward")
     out = out.rename(columns={"anon": "rss_anon"}).fillna(0)
     for c in ("heap", "anon_mapped", "live_bytes", "rss_anon"):

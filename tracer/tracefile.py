@@ -213,8 +213,10 @@ def open_trace(path: str) -> Trace:
         events = from_table(table) if table is not None else np.empty(0, dtype=EVENT_DTYPE)
     except (KeyError, pa.ArrowException) as e:
         raise _bad(path, f"unexpected column content ({e})") from e
-    order = np.argsort(events["ts"], kind="stable")
-    return Trace(path, header, end, events[order], complete, notes)
+    ts = events["ts"]
+    if len(ts) > 1 and not bool((ts[1:] >= ts[:-1]).all()):
+        events = events[np.argsort(ts, kind="stable")]
+    return Trace(path, header, end, events, complete, notes)
 
 
 def _recover(path: str) -> tuple[dict[str, Any], list[pa.RecordBatch], dict[str, Any] | None]:

@@ -1,0 +1,243 @@
+"""The address-space map: time across, address up.
+
+Mappings are bars over their lifetime (``model.mappings``; PROT_NONE reservations hatched), the
+heap a band from start_brk to the break, and every release (brk shrink, munmap, mremap shrink,
+madvise) a mark at its time over the range it gave back.
+
+A process's address space is mostly empty: the heap sits near the program, the mappings
+terabytes higher. The axis keeps each group of nearby mappings (a cluster: no hole over
+``GAP`` inside) to scale, and draws the holes between clusters as thin breaks; ticks give the
+real addresses, and no bar is drawn thinner than ``MIN_HEIGHT`` of the axis.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tracer.model import Timeline
+from viz.lane import at
+from viz.reduce import MARKER_BUCKETS, representatives, step_rows
+from viz.style import ANON, ARENA, FILE, HEAP, RELEASE, STACK, rgba, seconds
+from viz.units import human_bytes
+
+GAP = 16 << 20
+USER_TOP = 1 << 47
+MAX_CLUSTERS = 12
+BREAK_SHARE = 0.04  # of the axis, between two clusters
+MIN_SHARE = 0.1
+MIN_HEIGHT = 0.008
+SEGMENT_MIN = 0.02  # of the axis: a release range drawn as a line past its marker
+BAR_LIMIT = 2000
+RELEASE_LIMIT = 2000
+
+WHAT = {  # mapping kind -> colour, legend name
+    "anon": (ANON, "anonymous mappings"),
+    "heap-arena": (ARENA, "thread-arena heaps"),
+    "stack": (STACK, "stacks"),
+    "file": (FILE, "file mappings"),
+}
+RELEASE_SYMBOL = {"brk": "triangle-down", "munmap": "x", "mremap": "triangle-left", "madvise": "diamond"}
+
+
+@dataclass
+class AddressAxis:
+    """Piecewise-linear map from address to the axis (0..1): each cluster to scale, holes collapsed."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+    y0: np.ndarray
+    y1: np.ndarray
+
+    def y(self, addr: np.ndarray | int) -> np.ndarray:
+        a = np.asarray(addr, dtype=np.float64)
+        if not len(self.lo):
+            return np.zeros_like(a)
+        i = np.clip(np.searchsorted(self.lo, a, side="right") - 1, 0, len(self.lo) - 1)
+        frac = np.clip((a - self.lo[i]) / np.maximum(self.hi[i] - self.lo[i], 1.0), 0.0, 1.0)
+        return self.y0[i] + frac * (self.y1[i] - self.y0[i])
+
+    def ticks(self, named: dict[int, str]) -> tuple[list[float], list[str]]:
+        vals: list[float] = []
+        text: list[str] = []
+        for lo, hi, y0, y1 in zip(self.lo.tolist(), self.hi.tolist(), self.y0.tolist(), self.y1.tolist(), strict=True):
+            steps = 4 if y1 - y0 > 0.3 else (2 if y1 - y0 > 0.12 else 1)
+            for j in range(steps + 1):
+                addr = int(lo + (hi - lo) * j / steps) & ~0xFFF
+                vals.append(float(self.y(addr)))
+                text.append(f"{addr:#x}")
+        for addr, name in named.items():
+            vals.append(float(self.y(addr)))
+            text.append(f"{name} {addr:#x}")
+        return vals, text
+
+
+def address_axis(starts: np.ndarray, ends: np.ndarray) -> AddressAxis:
+    """Clusters of the ranges given (no hole over GAP inside, at most MAX_CLUSTERS), laid out bottom up."""
+    if not len(starts):
+        z = np.empty(0)
+        return AddressAxis(z, z, z, z)
+    order = np.argsort(starts, kind="stable")
+    s = starts[order].astype(np.float64)
+    e = np.maximum.accumulate(ends[order].astype(np.float64))
+    gaps = s[1:] - e[:-1]
+    cut = np.flatnonzero(gaps > GAP)
+    if len(cut) > MAX_CLUSTERS - 1:
+        cut = np.sort(cut[np.argsort(gaps[cut])[::-1][: MAX_CLUSTERS - 1]])
+    first = np.concatenate([[0], cut + 1])
+    last = np.concatenate([cut, [len(s) - 1]])
+    lo, hi = s[first], e[last]
+    weight = np.log2((hi - lo) / 4096 + 2)
+    share = np.maximum(weight / weight.sum(), MIN_SHARE)
+    usable = 1.0 - BREAK_SHARE * (len(lo) - 1)
+    share = share / share.sum() * usable
+    y0 = np.concatenate([[0.0], np.cumsum(share[:-1] + BREAK_SHARE)])
+    return AddressAxis(lo, hi, y0, y0 + share)
+
+
+def _perms(prot: int) -> str:
+    return ("r" if prot & 1 else "-") + ("w" if prot & 2 else "-") + ("x" if prot & 4 else "-")
+
+
+def _pick_bars(mp: pd.DataFrame, span: int) -> pd.DataFrame:
+    """At most BAR_LIMIT mappings: the biggest in bytes x time (what is dropped lived under a pixel or two)."""
+    if len(mp) <= BAR_LIMIT:
+        return mp
+    life = np.maximum((mp["died"] - mp["born"]).to_numpy(np.float64), span / MARKER_BUCKETS)
+    score = mp["size"].to_numpy(np.float64) * life
+    keep = np.sort(np.argsort(score)[::-1][:BAR_LIMIT])
+    return mp.iloc[keep]
+
+
+def mapping_traces(mp: pd.DataFrame, ax: AddressAxis, t0: int, span: int,
+                   axes: tuple[str, str]) -> tuple[list[dict[str, Any]], int]:
+    """One horizontal bar trace per kind of mapping; returns them and how many mappings were left out."""
+    drawn = _pick_bars(mp, span)
+    traces = []
+    for what, (color, label) in WHAT.items():
+        for reserved in (False, True):
+            g = drawn[(drawn["what"] == what) & ((drawn["prot"] == 0) == reserved)]
+            if not len(g):
+                continue
+            start, end = g["start"].to_numpy(np.float64), g["end"].to_numpy(np.float64)
+            lo, hi = ax.y(start), ax.y(end)
+            born, died = g["born"].to_numpy(np.int64), g["died"].to_numpy(np.int64)
+            text = [
+                f"<b>{html.escape(what)} {_perms(int(p))}</b> {int(a):#x}–{int(b):#x} ({human_bytes(int(b) - int(a))})"
+                f"<br>from {at(int(t1) - t0)} until {at(int(t2) - t0)} ({html.escape(str(why))})"
+                + ("<br>PROT_NONE: reserved, not counted until mprotect opens it" if reserved else "")
+                for a, b, p, t1, t2, why in zip(g["start"], g["end"], g["prot"], born, died, g["ended_by"], strict=True)
+            ]
+            marker: dict[str, Any] = {"color": color, "opacity": 0.35 if what == "file" else 0.75, "line": {"width": 0}}
+            if reserved:
+                marker["pattern"] = {"shape": "/", "solidity": 0.3}
+            traces.append({
+                "type": "bar", "orientation": "h", "name": label,
+                "xaxis": axes[0], "yaxis": axes[1], "base": seconds(born, t0),
+                "x": (died - born).astype(np.float64) / 1e9, "y": (lo + hi) / 2,
+                "width": np.maximum(hi - lo, MIN_HEIGHT), "marker": marker, "hovertext": text,
+                "hovertemplate": "%{hovertext}<extra></extra>", "legend": "legend2", "legendgroup": what,
+                "showlegend": not reserved, "meta": {"panel": "map", "what": what, "reserved": reserved},
+            })
+    return traces, len(mp) - len(drawn)
+
+
+def heap_traces(tl: Timeline, ax: AddressAxis, t0: int, end: int, axes: tuple[str, str]) -> list[dict[str, Any]]:
+    """The heap: a band from start_brk up to the break, stepping with every brk call."""
+    b = tl.breaks
+    if not len(b) or not tl.start_brk:
+        return []
+    ts, brk = b["ts"].to_numpy(np.int64), b["brk"].to_numpy(np.int64)
+    rows, _ = step_rows(ts, [brk], t0, end - t0)
+    ts, brk = np.append(ts[rows], max(end, int(ts[-1]))), np.append(brk[rows], brk[rows][-1])
+    x = seconds(ts, t0)
+    base = {"type": "scatter", "mode": "lines", "xaxis": axes[0], "yaxis": axes[1], "x": x[[0, -1]],
+            "y": np.repeat(ax.y(tl.start_brk), 2), "line": {"width": 0, "color": HEAP}, "hoverinfo": "skip",
+            "showlegend": False, "legendgroup": "heap", "legend": "legend2", "meta": {"panel": "map", "what": "base"}}
+    text = [f"break {int(v):#x}<br>heap {human_bytes(int(v) - tl.start_brk)} at {at(int(t) - t0)}"
+            for v, t in zip(brk, ts, strict=True)]
+    band = {"type": "scatter", "mode": "lines", "name": "heap (start_brk to break)", "xaxis": axes[0],
+            "yaxis": axes[1], "x": x, "y": ax.y(brk), "line": {"shape": "hv", "width": 1.5, "color": HEAP},
+            "fill": "tonexty", "fillcolor": rgba(HEAP, 0.3), "hoveron": "points", "hovertext": text,
+            "hovertemplate": "%{hovertext}<extra></extra>", "legendgroup": "heap", "legend": "legend2",
+            "meta": {"panel": "map", "what": "heap"}}
+    return [base, band]
+
+
+def release_traces(rel: pd.DataFrame, ax: AddressAxis, t0: int, span: int,
+                   axes: tuple[str, str]) -> tuple[list[dict[str, Any]], bool]:
+    """Every release as a mark over the range it gave back (one per call and time slice past RELEASE_LIMIT)."""
+    if not len(rel):
+        return [], False
+    calls = rel["call"].to_numpy(object)
+    codes = {c: i for i, c in enumerate(RELEASE_SYMBOL)}
+    kept = representatives(rel["ts"].to_numpy(np.int64), rel["bytes"].to_numpy(np.int64),
+                           np.array([codes.get(c, 9) for c in calls]), t0, span, RELEASE_LIMIT)
+    traces = []
+    for call, symbol in RELEASE_SYMBOL.items():
+        sel = np.flatnonzero(calls[kept.rows] == call)
+        if not len(sel):
+            continue
+        g = rel.iloc[kept.rows[sel]]
+        lo, hi = ax.y(g["start"].to_numpy(np.float64)), ax.y(g["end"].to_numpy(np.float64))
+        x = seconds(g["ts"].to_numpy(np.int64), t0)
+        tall = np.flatnonzero(hi - lo > SEGMENT_MIN)  # a smaller range hides under its marker anyway
+        if len(tall):
+            nan = np.full(len(tall), np.nan)
+            traces.append({"type": "scatter", "mode": "lines", "xaxis": axes[0], "yaxis": axes[1],
+                           "x": np.column_stack([x[tall], x[tall], nan]).ravel(),
+                           "y": np.column_stack([lo[tall], hi[tall], nan]).ravel(),
+                           "line": {"color": rgba(RELEASE, 0.8), "width": 3}, "hoverinfo": "skip",
+                           "showlegend": False, "legendgroup": f"release-{call}", "legend": "legend2",
+                           "connectgaps": False, "meta": {"panel": "map", "what": "release-range"}})
+        text = []
+        rows = zip(g["ts"].tolist(), g["start"].tolist(), g["end"].tolist(), g["bytes"].tolist(), g["advice"].tolist(),
+                   g["inside"].tolist(), kept.count[sel].tolist(), kept.total[sel].tolist(), strict=True)
+        for ts, start, end, nbytes, advice, inside, n, tot in rows:
+            how = f"{call}({advice})" if isinstance(advice, str) else call
+            line = (f"<b>released by {html.escape(how)}</b><br>{int(start):#x}–{int(end):#x} "
+                    f"({human_bytes(int(nbytes))}) at {at(int(ts) - t0)}")
+            if isinstance(inside, str):
+                line += f"<br>inside {html.escape(inside)}()"
+            if n > 1:
+                line += f"<br>stands for {n:,} {call} releases in this slice: {human_bytes(tot)} in all"
+            text.append(line)
+        traces.append({"type": "scatter", "mode": "markers", "name": f"released: {call}", "xaxis": axes[0],
+                       "yaxis": axes[1], "x": x, "y": (lo + hi) / 2,
+                       "marker": {"symbol": symbol, "size": 9, "color": RELEASE, "line": {"width": 0}},
+                       "hovertext": text, "hovertemplate": "%{hovertext}<extra></extra>",
+                       "legendgroup": f"release-{call}",
+                       "legend": "legend2", "meta": {"panel": "map", "what": f"release-{call}"}})
+    return traces, kept.reduced
+
+
+def address_map(tl: Timeline, t0: int, end: int, axes: tuple[str, str] = ("x3", "y3")
+                ) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
+    """The map's traces, its y axis settings and what was drawn."""
+    mp, rel = tl.mappings, tl.releases
+    if len(mp):
+        mp = mp[mp["start"] < USER_TOP]  # not [vsyscall]: a kernel page every process sees
+    starts = [mp["start"].to_numpy(np.float64) if len(mp) else np.empty(0),
+              rel["start"].to_numpy(np.float64) if len(rel) else np.empty(0)]
+    ends = [mp["end"].to_numpy(np.float64) if len(mp) else np.empty(0),
+            rel["end"].to_numpy(np.float64) if len(rel) else np.empty(0)]
+    if len(tl.breaks) and tl.start_brk:
+        starts.append(np.array([float(tl.start_brk)]))
+        ends.append(np.array([float(max(tl.breaks["brk"].max(), tl.start_brk + 4096))]))
+    ax = address_axis(np.concatenate(starts), np.concatenate(ends))
+    span = end - t0
+    traces = heap_traces(tl, ax, t0, end, axes)
+    bars, dropped = mapping_traces(mp, ax, t0, span, axes) if len(mp) else ([], 0)
+    marks, rel_reduced = release_traces(rel, ax, t0, span, axes)
+    traces += bars + marks
+    vals, text = ax.ticks({tl.start_brk: "start_brk"} if tl.start_brk else {})
+    yaxis = {"tickvals": vals, "ticktext": text, "range": [-0.02, 1.02], "showgrid": False,
+             "tickfont": {"family": "ui-monospace, SFMono-Regular, Menlo, monospace", "size": 10}}
+    info = {"breaks": [float((a + b) / 2) for a, b in zip(ax.y1[:-1], ax.y0[1:], strict=True)],
+            "mappings": len(mp), "bars_dropped": dropped, "releases": len(rel), "releases_reduced": rel_reduced,
+            "clusters": [[int(a), int(b)] for a, b in zip(ax.lo, ax.hi, strict=True)]}
+    return traces, yaxis, info

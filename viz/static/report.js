@@ -1,0 +1,198 @@
+/* heapline report: draws the figures described in the page's JSON data block with plotly.js.
+   Axes and hovers are labelled in KiB/MiB/GiB and µs/ms/s; the page follows the light or dark
+   colour scheme; a finding's time button zooms the shared time axis to it. */
+(function () {
+  "use strict";
+  performance.mark("hl-start");
+  var D = JSON.parse(document.getElementById("hl-data").textContent);
+  performance.mark("hl-parsed");
+  var state = { rendered: null, figures: [], errors: [] };
+  window.__heapline = state;
+
+  function decode(v) {
+    var s = atob(v.bdata), n = s.length, u = new Uint8Array(n);
+    for (var i = 0; i < n; i++) u[i] = s.charCodeAt(i);
+    return new Float64Array(u.buffer);
+  }
+  function unpacker() {
+    var shared = {};
+    return function unpack(o) {
+      if (Array.isArray(o)) return o.map(unpack);
+      if (o && typeof o === "object") {
+        if (typeof o.bdata === "string" && o.dtype === "f8") return (shared[o.id] = decode(o));
+        if (typeof o.ref === "number" && Object.keys(o).length === 1) return shared[o.ref];
+        var out = {};
+        for (var k in o) out[k] = unpack(o[k]);
+        return out;
+      }
+      return o;
+    };
+  }
+
+  var UNITS = ["B", "KiB", "MiB", "GiB", "TiB"];
+  function hb(n) {
+    var v = Math.abs(n), i = 0;
+    while (v >= 1024 && i < UNITS.length - 1) { v /= 1024; i++; }
+    var sign = n < 0 ? "-" : "";
+    return i === 0 ? sign + Math.round(v) + " B" : sign + v.toFixed(1) + " " + UNITS[i];
+  }
+  function ht(s) {
+    var a = Math.abs(s);
+    if (a >= 1) return s.toFixed(6) + " s";
+    if (a >= 1e-3) return (s * 1e3).toFixed(3) + " ms";
+    return (s * 1e6).toFixed(1) + " µs";
+  }
+  function nice(raw) {
+    var p = Math.pow(10, Math.floor(Math.log10(raw))), f = raw / p;
+    return (f <= 1 ? 1 : f <= 2 ? 2 : f <= 5 ? 5 : 10) * p;
+  }
+  function ticks(lo, hi, count, unitOf) {
+    if (!(hi > lo)) return null;
+    var u = unitOf(Math.max(Math.abs(lo), Math.abs(hi)));
+    var step = Math.max(nice((hi - lo) / u.scale / count) * u.scale, u.min || 0);
+    var dec = Math.max(0, -Math.floor(Math.log10(step / u.scale) + 1e-9));
+    var vals = [], text = [];
+    for (var v = Math.ceil(lo / step - 1e-9) * step; v <= hi + step * 1e-9; v += step) {
+      var x = Math.abs(v) < step * 1e-9 ? 0 : v;
+      vals.push(x);
+      text.push((x / u.scale).toFixed(dec) + " " + u.name);
+    }
+    return { tickmode: "array", tickvals: vals, ticktext: text };
+  }
+  function timeUnit(m) {
+    if (m >= 1) return { scale: 1, name: "s" };
+    if (m >= 1e-3) return { scale: 1e-3, name: "ms" };
+    if (m >= 1e-6) return { scale: 1e-6, name: "µs" };
+    return { scale: 1e-9, name: "ns" };
+  }
+  function byteUnit(m) {
+    var i = 0;
+    while (m >= 1024 && i < UNITS.length - 1) { m /= 1024; i++; }
+    return { scale: Math.pow(1024, i), name: UNITS[i], min: 1 };
+  }
+
+  function hoverText(data) {
+    data.forEach(function (tr) {
+      var m = tr.meta || {};
+      if (!m.hover || !tr.y) return;
+      var label = m.label || tr.name, n = tr.y.length, text = new Array(n);
+      var live = m.live !== undefined ? data[m.live] : null, k = 0;
+      for (var i = 0; i < n; i++) {
+        var s = label + ": <b>" + hb(tr.y[i]) + "</b>";
+        if (live) {  /* live's value at this time: its last point at or before it (both are in time order) */
+          while (k + 1 < live.x.length && live.x[k + 1] <= tr.x[i]) k++;
+          s += "<br>live: " + hb(live.x[k] <= tr.x[i] ? live.y[k] : 0) +
+               " · retained (footprint − live): " + hb(tr.y[i] - (live.x[k] <= tr.x[i] ? live.y[k] : 0));
+        }
+        text[i] = s + "<br>at " + ht(tr.x[i]);
+      }
+      tr.text = text;
+    });
+  }
+
+  function palette() {
+    var cs = getComputedStyle(document.documentElement);
+    function v(n) { return cs.getPropertyValue(n).trim(); }
+    return { fg: v("--fg"), muted: v("--muted"), grid: v("--grid"), panel: v("--panel"), border: v("--border") };
+  }
+  function themeUpdate(layout, t) {
+    var u = { "font.color": t.fg, "hoverlabel.bgcolor": t.panel, "hoverlabel.bordercolor": t.border,
+              "hoverlabel.font.color": t.fg, "legend.font.color": t.fg, "legend2.font.color": t.fg };
+    Object.keys(layout).forEach(function (k) {
+      if (/^[xy]axis\d*$/.test(k)) {
+        u[k + ".gridcolor"] = t.grid; u[k + ".linecolor"] = t.border;
+        u[k + ".tickcolor"] = t.border; u[k + ".zerolinecolor"] = t.grid;
+      }
+    });
+    return u;
+  }
+  function setPath(obj, path, value) {
+    var parts = path.split("."), o = obj;
+    for (var i = 0; i < parts.length - 1; i++) { o[parts[i]] = o[parts[i]] || {}; o = o[parts[i]]; }
+    o[parts[parts.length - 1]] = value;
+  }
+
+  function tickUpdate(layout, full) {
+    var meta = layout.meta || {}, u = {};
+    function range(name) { var a = (full || layout)[name]; return a && a.range; }
+    (meta.time_axes || []).forEach(function (name) {
+      var r = range(name), t = r && ticks(+r[0], +r[1], 8, timeUnit);
+      if (t) { u[name + ".tickmode"] = "array"; u[name + ".tickvals"] = t.tickvals; u[name + ".ticktext"] = t.ticktext; }
+    });
+    (meta.byte_axes || []).forEach(function (name) {
+      var r = range(name), t = r && ticks(+r[0], +r[1], 5, byteUnit);
+      if (t) { u[name + ".tickmode"] = "array"; u[name + ".tickvals"] = t.tickvals; u[name + ".ticktext"] = t.ticktext; }
+    });
+    return u;
+  }
+
+  function draw(spec) {
+    var div = document.getElementById(spec.div);
+    var fig = unpacker()(spec.figure);
+    var meta = fig.layout.meta || {};
+    var unranged = (meta.byte_axes || []).concat(meta.time_axes || []).some(function (a) {
+      return !(fig.layout[a] || {}).range;
+    });
+    hoverText(fig.data);
+    performance.mark("hl-prepared");
+    var initial = Object.assign(themeUpdate(fig.layout, palette()), tickUpdate(fig.layout, null));
+    Object.keys(initial).forEach(function (k) { setPath(fig.layout, k, initial[k]); });
+    return Plotly.newPlot(div, fig.data, fig.layout, fig.config).then(function (gd) {
+      var busy = false;
+      gd.on("plotly_relayout", function (ev) {
+        if (busy || !Object.keys(ev).some(function (k) { return /range|autorange/.test(k); })) return;
+        busy = true;
+        Plotly.relayout(gd, tickUpdate(gd.layout, gd._fullLayout)).then(function () { busy = false; });
+      });
+      gd.on("plotly_clickannotation", function (ev) {
+        var name = ev.annotation && ev.annotation.name, el = name && document.getElementById(name);
+        if (el) { el.scrollIntoView({ block: "center" }); el.classList.add("active"); }
+      });
+      state.figures.push(gd);
+      if (!unranged) return gd;
+      busy = true;
+      return Plotly.relayout(gd, tickUpdate(gd.layout, gd._fullLayout)).then(function () { busy = false; return gd; });
+    });
+  }
+
+  function zoomTo(gd, t) {
+    var dur = gd.layout.meta.duration_s || 1, w = Math.max(dur / 40, 2e-5);
+    return Plotly.relayout(gd, { "xaxis.range": [t - w, t + w] });
+  }
+
+  document.querySelectorAll("[data-goto]").forEach(function (btn) {
+    btn.addEventListener("click", function () {
+      var gd = state.figures[+btn.dataset.figure || 0];
+      if (!gd) return;
+      document.querySelectorAll(".finding.active").forEach(function (e) { e.classList.remove("active"); });
+      var item = btn.closest(".finding");
+      if (item) item.classList.add("active");
+      zoomTo(gd, +btn.dataset.goto);
+      gd.scrollIntoView({ block: "start", behavior: "smooth" });
+    });
+  });
+  document.querySelectorAll("[data-reset]").forEach(function (btn) {
+    btn.addEventListener("click", function () {
+      var gd = state.figures[+btn.dataset.figure || 0];
+      var m = gd && gd.layout.meta;
+      if (m) Plotly.relayout(gd, { "xaxis.range": btn.dataset.reset === "all" ? [0, m.duration_s] : m.view });
+    });
+  });
+  var scheme = window.matchMedia("(prefers-color-scheme: dark)");
+  var onScheme = function () {
+    state.figures.forEach(function (gd) { Plotly.relayout(gd, themeUpdate(gd.layout, palette())); });
+  };
+  if (scheme.addEventListener) scheme.addEventListener("change", onScheme);
+
+  Promise.all((D.figures || []).map(draw)).then(function () {
+    requestAnimationFrame(function () {
+      state.rendered = performance.now();
+      document.body.setAttribute("data-rendered", "1");
+    });
+  }).catch(function (e) {
+    state.errors.push(String(e));
+    var box = document.getElementById("hl-error");
+    if (box) { box.textContent = "The figures could not be drawn: " + e; box.hidden = false; }
+    throw e;
+  });
+})();
