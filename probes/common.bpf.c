@@ -57,7 +57,7 @@ static __always_inline int is_active(u32 tgid) {
 }
 
 // An event that is not a syscall (lifecycle, RSS): emitted at once.
-static __always_inline void emit(u16 kind, u32 pid, u32 tid, u64 a0, u64 a1, u64 a2, u64 a3) {
+static __always_inline void emit5(u16 kind, u32 pid, u32 tid, u64 a0, u64 a1, u64 a2, u64 a3, u64 a4) {
     struct event *e = reserve();
     if (!e) {
         count_lost(LOST_RING_FULL);
@@ -70,25 +70,16 @@ static __always_inline void emit(u16 kind, u32 pid, u32 tid, u64 a0, u64 a1, u64
     e->kind = kind;
     e->aux = 0;
     e->cpu = bpf_get_smp_processor_id();
-    e->a[0] = a0; e->a[1] = a1; e->a[2] = a2; e->a[3] = a3; e->a[4] = 0; e->a[5] = 0;
+    e->a[0] = a0; e->a[1] = a1; e->a[2] = a2; e->a[3] = a3; e->a[4] = a4; e->a[5] = 0;
     e->ret = 0;
     submit(e);
 }
 
+static __always_inline void emit(u16 kind, u32 pid, u32 tid, u64 a0, u64 a1, u64 a2, u64 a3) {
+    emit5(kind, pid, tid, a0, a1, a2, a3, 0);
+}
+
+// RSS of an address space: a4 is the highest anon RSS since its previous record
 static __always_inline void emit_rss(u32 pid, u64 anon, u64 file, u64 shmem, u64 swap, u64 anon_max) {
-    struct event *e = reserve();
-    if (!e) {
-        count_lost(LOST_RING_FULL);
-        return;
-    }
-    e->ts = bpf_ktime_get_ns();
-    e->dur = 0;
-    e->pid = pid;
-    e->tid = pid;
-    e->kind = K_RSS;
-    e->aux = 0;
-    e->cpu = bpf_get_smp_processor_id();
-    e->a[0] = anon; e->a[1] = file; e->a[2] = shmem; e->a[3] = swap; e->a[4] = anon_max; e->a[5] = 0;
-    e->ret = 0;
-    submit(e);
+    emit5(K_RSS, pid, pid, anon, file, shmem, swap, anon_max);
 }

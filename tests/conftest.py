@@ -66,3 +66,32 @@ def is_root() -> bool:
 
 needs_root = pytest.mark.skipif(not is_root(), reason="recording needs root (CI runs as root)")
 needs_strace = pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+
+
+def record_attached(cmd: list[str], trace: str, *args: str, before=None) -> str:  # noqa: ANN001
+    """Start ``cmd`` (a workload with --wait), attach ``heapline record -p`` to it once it is ready
+    (after ``before(pid)``, if given), let it run to the end; return everything the workload printed."""
+    prog = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        out = ""
+        while "HL ready" not in out:
+            line = prog.stdout.readline()
+            assert line, f"workload ended early: {out}"
+            out += line
+        if before is not None:
+            before(prog.pid)
+        rec = subprocess.Popen([*HEAPLINE, "record", *args, "-o", trace, "-p", str(prog.pid)], cwd=ROOT,
+                               stderr=subprocess.PIPE, text=True)
+        err = ""
+        while "recording:" not in err:
+            line = rec.stderr.readline()
+            assert line, f"recorder ended early: {err}"
+            err += line
+        prog.stdin.write("g")
+        prog.stdin.flush()
+        out += prog.stdout.read()
+        assert prog.wait(timeout=60) == 0
+        assert rec.wait(timeout=60) == 0, rec.stderr.read()
+        return out
+    finally:
+        prog.kill()

@@ -8,7 +8,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from conftest import HEAPLINE, ROOT, Report, needs_root, num, parse_report, run_heapline, workload
+from conftest import HEAPLINE, ROOT, Report, needs_root, num, parse_report, record_attached, run_heapline, workload
 
 from tracer.allocmodel import live_series
 from tracer.events import ALLOCATOR_KINDS, KIND_NAMES, Kind
@@ -102,28 +102,7 @@ def test_launch_glibc(threads: int, tmp_path) -> None:
 @needs_root
 def test_attach_glibc(tmp_path) -> None:
     trace = str(tmp_path / "a.trace")
-    prog = subprocess.Popen([workload("alloc_calls"), "--wait", "--extra"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        out = ""
-        while "HL ready" not in out:
-            line = prog.stdout.readline()
-            assert line
-            out += line
-        rec = subprocess.Popen([*HEAPLINE, "record", "-o", trace, "-p", str(prog.pid)], cwd=ROOT,
-                               stderr=subprocess.PIPE, text=True)
-        err = ""
-        while "recording:" not in err:
-            line = rec.stderr.readline()
-            assert line, err
-            err += line
-        prog.stdin.write("g")
-        prog.stdin.flush()
-        out += prog.stdout.read()
-        assert prog.wait(timeout=60) == 0
-        assert rec.wait(timeout=60) == 0
-    finally:
-        prog.kill()
+    out = record_attached([workload("alloc_calls"), "--wait", "--extra"], trace)
     check(trace, parse_report(out))
 
 
@@ -222,28 +201,7 @@ def test_cxx_new_and_delete_counted_once(name: str, tmp_path) -> None:
 def test_stacks_name_the_allocation_sites(tmp_path) -> None:
     """--stacks: each counted allocation carries its stack; frame 0 is in the program, symbolized."""
     trace = str(tmp_path / "s.trace")
-    prog = subprocess.Popen([workload("alloc_calls"), "--wait", "--threads", "2"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        out = ""
-        while "HL ready" not in out:
-            line = prog.stdout.readline()
-            assert line
-            out += line
-        rec = subprocess.Popen([*HEAPLINE, "record", "--stacks", "-o", trace, "-p", str(prog.pid)], cwd=ROOT,
-                               stderr=subprocess.PIPE, text=True)
-        err = ""
-        while "recording:" not in err:
-            line = rec.stderr.readline()
-            assert line, err
-            err += line
-        prog.stdin.write("g")
-        prog.stdin.flush()
-        out += prog.stdout.read()
-        assert prog.wait(timeout=60) == 0
-        assert rec.wait(timeout=60) == 0
-    finally:
-        prog.kill()
+    out = record_attached([workload("alloc_calls"), "--wait", "--threads", "2"], trace, "--stacks")
     t = open_trace(trace)
     st = t.end["backend_end"]["stacks"]
     modules = st["modules"]
@@ -279,30 +237,17 @@ sys.stdin.read()
 def test_another_tracer_on_the_same_functions(tmp_path) -> None:
     """Another tool's uprobes on malloc/free (at the entry, where heapline's are not) change nothing."""
     trace = str(tmp_path / "o.trace")
-    prog = subprocess.Popen([workload("alloc_calls"), "--wait"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True)
-    other = None
-    try:
-        out = ""
-        while "HL ready" not in out:
-            out += prog.stdout.readline()
-        other = subprocess.Popen([HEAPLINE[0], "-c", OTHER_TRACER, str(prog.pid), str(ROOT)], stdin=subprocess.PIPE,
+    others: list[subprocess.Popen] = []
+
+    def other_tracer(pid: int) -> None:
+        other = subprocess.Popen([HEAPLINE[0], "-c", OTHER_TRACER, str(pid), str(ROOT)], stdin=subprocess.PIPE,
                                  stdout=subprocess.PIPE, text=True)
+        others.append(other)
         assert "attached" in other.stdout.readline()
-        rec = subprocess.Popen([*HEAPLINE, "record", "-o", trace, "-p", str(prog.pid)], cwd=ROOT,
-                               stderr=subprocess.PIPE, text=True)
-        err = ""
-        while "recording:" not in err:
-            line = rec.stderr.readline()
-            assert line, err
-            err += line
-        prog.stdin.write("g")
-        prog.stdin.flush()
-        out += prog.stdout.read()
-        assert prog.wait(timeout=60) == 0
-        assert rec.wait(timeout=60) == 0
+
+    try:
+        out = record_attached([workload("alloc_calls"), "--wait"], trace, before=other_tracer)
     finally:
-        prog.kill()
-        if other is not None:
-            other.kill()
+        for o in others:
+            o.kill()
     check(trace, parse_report(out))
