@@ -168,3 +168,16 @@ def test_allocators_brk_or_mmap(tmp_path, family: str, lib: str | None, grows_br
         grown = tl.memory["anon_mapped"].max() - tl.memory["anon_mapped"].iloc[0]
         assert grown >= 30 << 20  # the 20000 blocks came from mmapped regions
     assert "RETURNED_AT_EXIT" in found
+
+
+@needs_root
+def test_jemalloc_decay_returns_pages_later(tmp_path) -> None:
+    """jemalloc purges dirty pages seconds after the frees, while it is being called: ALLOCATOR_DECAY."""
+    lib = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
+    if not os.path.exists(lib):
+        pytest.skip(f"{lib} is not installed")
+    t, rep, found = record(tmp_path, "allocators", "1000", "12", env={"LD_PRELOAD": lib})
+    decay = found["ALLOCATOR_DECAY"].evidence
+    assert decay["family"] == "jemalloc" and decay["by_advice"].get("MADV_DONTNEED", 0) >= 1 << 20
+    # the pages went back well after the frees (the program's free phase ends early in the run)
+    assert max(decay["times_s"]) > 2.0
