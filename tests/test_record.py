@@ -9,7 +9,17 @@ import time
 import numpy as np
 import pytest
 from checks import check_phases, of_pid, summary_json
-from conftest import HEAPLINE, ROOT, needs_root, needs_strace, num, parse_report, run_heapline, workload
+from conftest import (
+    HEAPLINE,
+    ROOT,
+    needs_root,
+    needs_strace,
+    num,
+    parse_report,
+    record_attached,
+    run_heapline,
+    workload,
+)
 
 from tracer.events import Kind
 from tracer.tracefile import open_trace
@@ -32,27 +42,7 @@ def test_launch_phases(backend: str, tmp_path) -> None:
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_attach_phases(backend: str, tmp_path) -> None:
     trace = str(tmp_path / "a.trace")
-    prog = subprocess.Popen([workload("phases"), "--wait"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        out = ""
-        while "HL ready" not in out:
-            line = prog.stdout.readline()
-            assert line, "workload ended early"
-            out += line
-        rec = subprocess.Popen([*HEAPLINE, "record", "--backend", backend, "-o", trace, "-p", str(prog.pid)],
-                               cwd=ROOT, stderr=subprocess.PIPE, text=True)
-        err = ""
-        while "recording:" not in err:
-            line = rec.stderr.readline()
-            assert line, f"recorder ended early: {err}"
-            err += line
-        prog.stdin.write("g")
-        prog.stdin.flush()
-        out += prog.stdout.read()
-        assert prog.wait(timeout=30) == 0
-        assert rec.wait(timeout=60) == 0, rec.stderr.read()
-    finally:
-        prog.kill()
+    out = record_attached([workload("phases"), "--wait"], trace, "--backend", backend)
     check_phases(trace, out, attached=True)
     t = open_trace(trace)
     snap = t.header["snapshot"]

@@ -24,6 +24,7 @@ POLL_S = 0.05
 FLUSH_S = 1.0  # a SIGKILLed recorder loses at most this much
 FLUSH_EVENTS = 1 << 16  # larger polls go to disk as they are: no concatenation
 GRACE_AFTER_INTERRUPT_S = 2.0
+LIBC_TRIES = 40  # polls (2 s) spent looking for the target's C library in /proc/PID/maps
 
 
 @dataclass
@@ -176,6 +177,7 @@ def _loop(
     pending_n = 0
     last_flush = time.monotonic()
     libc: str | None = None
+    libc_tries = LIBC_TRIES
     exit_code: int | None = None
     root_gone = False
     deadline = time.monotonic() + req.duration if req.duration else None
@@ -190,7 +192,8 @@ def _loop(
                 pending_n += len(ev)
                 status.feed(ev)
                 root_gone = root_gone or _root_exited(ev, pid)
-            if libc is None:
+            if libc is None and libc_tries:  # a static program maps none: stop looking after a while
+                libc_tries -= 1
                 libc = sysinfo.target_libc(pid)
             now = time.monotonic()
             if pending_n and (now - last_flush >= FLUSH_S or pending_n >= FLUSH_EVENTS):

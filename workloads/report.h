@@ -107,8 +107,8 @@ static inline void hl_die(const char *what)
     _exit(125);
 }
 
-/* "HL rss anon=<bytes>": RssAnon of /proc/self/status, read with read(2) into the stack. */
-static inline void hl_rss(void)
+/* RssAnon of /proc/self/status in bytes, read with read(2) into the stack (no stdio, no malloc). */
+static inline long hl_rss_anon(void)
 {
     char buf[4096];
     int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
@@ -122,8 +122,11 @@ static inline void hl_rss(void)
     const char *p = strstr(buf, "RssAnon:");
     if (!p)
         hl_die("no RssAnon");
-    hl_line("HL rss anon=%ld", strtol(p + 8, NULL, 10) * 1024L);
+    return strtol(p + 8, NULL, 10) * 1024L;
 }
+
+/* "HL rss anon=<bytes>" */
+static inline void hl_rss(void) { hl_line("HL rss anon=%ld", hl_rss_anon()); }
 
 
 

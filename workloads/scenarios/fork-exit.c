@@ -34,23 +34,8 @@
 static char *volatile parent_blocks[PARENT_BLOCKS];
 static char *volatile child_blocks[CHILD_BLOCKS];
 
-/* RssAnon of /proc/self/status, as "HL child rss anon=<bytes>" (hl_rss() prints "HL rss"). */
-static void child_rss(void)
-{
-    char buf[4096];
-    int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        hl_die("open /proc/self/status");
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        hl_die("read /proc/self/status");
-    buf[n] = '\0';
-    const char *p = strstr(buf, "RssAnon:");
-    if (!p)
-        hl_die("no RssAnon");
-    hl_line("HL child rss anon=%ld", strtol(p + 8, NULL, 10) * 1024L);
-}
+/* "HL child rss anon=<bytes>" (hl_rss() prints "HL rss"). */
+static void child_rss(void) { hl_line("HL child rss anon=%ld", hl_rss_anon()); }
 
 static void child(int rfd)
 {
