@@ -61,3 +61,41 @@ def test_memory_on_one_axis(sample) -> None:
     assert (m["footprint"] == m["heap"] + m["anon_mapped"]).all()
     assert (m["retained"] == m["footprint"] - m["live_bytes"]).all()
     assert m["anon_mapped"].max() - m["anon_mapped"].iloc[-1] >= 32 * PAGE
+
+
+@pytest.mark.parametrize("threads", [3, 40])  # the per-thread scan and the grouped one
+def test_last_before_matches_a_plain_search(threads: int) -> None:
+    from tracer.events import EVENT_DTYPE
+    from tracer.model import _last_before
+
+    rng = np.random.default_rng(threads)
+    ev = np.zeros(5000, dtype=EVENT_DTYPE)
+    ev["ts"] = np.sort(rng.integers(0, 20_000, len(ev)))  # with ties
+    ev["tid"] = rng.integers(1, threads + 1, len(ev))
+    cand = np.flatnonzero(rng.random(len(ev)) < 0.6)
+    q_ts, q_tid = rng.integers(-10, 20_010, 300), rng.integers(1, threads + 2, 300)
+    for strict in (False, True):
+        got = _last_before(ev, cand, q_ts, q_tid, strict)
+        for i, (t, tid) in enumerate(zip(q_ts.tolist(), q_tid.tolist(), strict=True)):
+            before = [c for c in cand.tolist()
+                      if ev["tid"][c] == tid and (ev["ts"][c] < t if strict else ev["ts"][c] <= t)]
+            assert got[i] == (before[-1] if before else -1)
+
+
+def test_memory_axis_carries_each_series_forward() -> None:
+    import pandas as pd
+
+    from tracer.model import _memory
+
+    breaks = pd.DataFrame({"ts": [10, 30, 30], "heap": [100, 200, 300]})
+    anon = pd.DataFrame({"ts": [5, 20], "anon_mapped": [0, 4096]})
+    live = pd.DataFrame({"ts": [12, 13, 30, 40], "live_bytes": [50, 60, 10, 0]})
+    rss = pd.DataFrame({"ts": [25, 11], "anon": [8192, 4096]})  # out of order on purpose
+    m = _memory(breaks, anon, live, rss, t0=5)
+    assert m["ts"].tolist() == [5, 10, 11, 12, 13, 20, 25, 30, 40]
+    assert m["heap"].tolist() == [0, 100, 100, 100, 100, 100, 100, 300, 300]
+    assert m["anon_mapped"].tolist() == [0, 0, 0, 0, 0, 4096, 4096, 4096, 4096]
+    assert m["live_bytes"].tolist() == [0, 0, 0, 50, 60, 60, 60, 10, 0]
+    assert m["rss_anon"].tolist() == [0, 0, 4096, 4096, 4096, 4096, 8192, 8192, 8192]
+    assert (m["footprint"] == m["heap"] + m["anon_mapped"]).all()
+    assert (m["retained"] == m["footprint"] - m["live_bytes"]).all()

@@ -38,45 +38,60 @@ class LiveSeries:
         return int(self.live_blocks[-1]) if len(self.live_blocks) else 0
 
 
+# how each allocation kind's requested size is found: 1 a0, 2 a0*a1, 3 a1, 4 a1*a2, 5 a2 (0: not an allocation)
+_SIZE_FORM = np.zeros(64, dtype=np.uint8)
+for _k in (Kind.MALLOC, Kind.VALLOC, Kind.PVALLOC, Kind.NEW):
+    _SIZE_FORM[_k] = 1
+_SIZE_FORM[Kind.CALLOC] = 2
+for _k in (Kind.REALLOC, Kind.ALIGNED_ALLOC, Kind.MEMALIGN):
+    _SIZE_FORM[_k] = 3
+_SIZE_FORM[Kind.REALLOCARRAY] = 4
+_SIZE_FORM[Kind.POSIX_MEMALIGN] = 5
+_IS_ALLOC = np.zeros(64, dtype=bool)
+_IS_ALLOC[list(ALLOC_KINDS)] = True
+
+
 def requested_size(ev: np.ndarray) -> np.ndarray:
-    """The size each allocation event asked for (0 for other kinds)."""
-    k = ev["kind"]
-    a0, a1, a2 = ev["a0"], ev["a1"], ev["a2"]
+    """The size each allocation event asked for (0 for other kinds); as the program asked it:
+    pvalloc's page rounding and valloc's alignment are the allocator's."""
+    form = _SIZE_FORM.take(ev["kind"], mode="clip")
     size = np.zeros(len(ev), dtype=np.uint64)
-    # requested, as the program asked: pvalloc's page rounding and valloc's alignment are the allocator's
-    one = (k == Kind.MALLOC) | (k == Kind.VALLOC) | (k == Kind.PVALLOC) | (k == Kind.NEW)
-    size[one] = a0[one]
-    m = k == Kind.CALLOC
-    size[m] = a0[m] * a1[m]
-    m = (k == Kind.REALLOC) | (k == Kind.ALIGNED_ALLOC) | (k == Kind.MEMALIGN)
-    size[m] = a1[m]
-    m = k == Kind.REALLOCARRAY
-    size[m] = a1[m] * a2[m]
-    m = k == Kind.POSIX_MEMALIGN
-    size[m] = a2[m]
+    a = {}
+
+    def arg(i: int) -> np.ndarray:  # one contiguous copy per argument used
+        if i not in a:
+            a[i] = np.ascontiguousarray(ev[f"a{i}"])
+        return a[i]
+
+    for f, (x, y) in {1: (0, None), 2: (0, 1), 3: (1, None), 4: (1, 2), 5: (2, None)}.items():
+        m = form == f
+        if m.any():
+            size[m] = arg(x)[m] if y is None else arg(x)[m] * arg(y)[m]
     return size
 
 
 def live_series(ev: np.ndarray) -> LiveSeries:
     """``ev``: events in time order (any kinds; the allocator calls are picked out)."""
-    k = ev["kind"]
+    k = np.ascontiguousarray(ev["kind"])
     ret = ev["ret"].astype(np.uint64)
-    is_alloc = np.isin(k, np.array(ALLOC_KINDS, dtype=np.uint16))
-    ptr_out = np.where(k == Kind.POSIX_MEMALIGN, np.where(ev["ret"] == 0, ev["a3"], 0), ret)
+    a0 = np.ascontiguousarray(ev["a0"])
+    is_alloc = _IS_ALLOC.take(k, mode="clip")
+    memalign = k == Kind.POSIX_MEMALIGN
+    ptr_out = np.where(memalign, np.where(ev["ret"] == 0, ev["a3"], 0), ret) if memalign.any() else ret
     opened = is_alloc & (ptr_out != 0)
     resize = (k == Kind.REALLOC) | (k == Kind.REALLOCARRAY)
     size = requested_size(ev)
     # closes: free/delete of a non-NULL pointer; realloc of a non-NULL pointer that succeeded
     # (the old block ends even when the new one is at the same address) or that freed (size 0)
-    closed = ((k == Kind.FREE) | (k == Kind.DELETE)) & (ev["a0"] != 0)
-    closed |= resize & (ev["a0"] != 0) & ((ret != 0) | (size == 0))
+    closed = ((k == Kind.FREE) | (k == Kind.DELETE)) & (a0 != 0)
+    closed |= resize & (a0 != 0) & ((ret != 0) | (size == 0))
 
     n_open, n_close = int(opened.sum()), int(closed.sum())
     # one row per open or close: time, order within the call (close before open), pointer, size
     t = np.concatenate([ev["ts"][closed], ev["ts"][opened]])
     sub = np.concatenate([np.zeros(n_close, np.int8), np.ones(n_open, np.int8)])
     seq = np.concatenate([np.flatnonzero(closed), np.flatnonzero(opened)])
-    ptr = np.concatenate([ev["a0"][closed], ptr_out[opened]])
+    ptr = np.concatenate([a0[closed], ptr_out[opened]])
     sz = np.concatenate([np.zeros(n_close, np.uint64), size[opened]]).astype(np.int64)
     is_open = sub == 1
 

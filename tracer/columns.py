@@ -9,6 +9,7 @@ contiguous array per field of ``EVENT_DTYPE``, in the same order and types.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import overload
 
 import numpy as np
 
@@ -27,8 +28,21 @@ class Columns:
     def __len__(self) -> int:
         return len(self.cols["ts"])
 
-    def __getitem__(self, name: str) -> np.ndarray:
-        return self.cols[name]
+    @overload
+    def __getitem__(self, key: str) -> np.ndarray: ...
+
+    @overload
+    def __getitem__(self, key: slice | np.ndarray) -> Columns: ...
+
+    def __getitem__(self, key: str | slice | np.ndarray) -> np.ndarray | Columns:
+        """A column by name, or the events a slice, an index array or a boolean mask selects (as a
+        structured array would answer)."""
+        if isinstance(key, str):
+            return self.cols[key]
+        if isinstance(key, slice):
+            return Columns({name: col[key] for name, col in self.cols.items()})
+        key = np.asarray(key)
+        return self.take(np.flatnonzero(key) if key.dtype == bool else key)
 
     @staticmethod
     def empty() -> Columns:

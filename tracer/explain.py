@@ -71,19 +71,19 @@ def explain(trace: Trace, at_ns: int | None = None, pid: int | None = None) -> l
     """Findings about one process (the traced main process by default), at the end or at ``at_ns``
     nanoseconds after the start of the recording."""
     if at_ns is not None:
-        t0 = int(trace.meta.get("start_ns", trace.events["ts"][0] if len(trace.events) else 0))
-        trace = Trace(trace.path, trace.header, trace.end, trace.events[trace.events["ts"] <= t0 + at_ns],
+        t0 = int(trace.meta.get("start_ns", trace.columns["ts"][0] if len(trace.columns) else 0))
+        trace = Trace(trace.path, trace.header, trace.end, trace.columns[trace.columns["ts"] <= t0 + at_ns],
                       trace.complete, trace.notes)
     tl = build(trace, pid)
-    ev = trace.events[trace.events["pid"] == tl.pid]
+    ev = trace.columns[trace.columns["pid"] == tl.pid]
     family = ((trace.meta.get("backend") or {}).get("allocator") or {}).get("family")
     out: list[Finding] = []
     for rule in (_trim_releases, _mmap_chunks, _heap_top, _not_consolidated, _reused, _arenas, _decay, _exit):
         out.extend(rule(trace, tl, ev, family))
     if pid is None:  # forked children that gave their memory back by exiting
-        ended = trace.events[(trace.events["kind"] == Kind.EXIT) & (trace.events["a2"] == 1)]
+        ended = trace.columns[(trace.columns["kind"] == Kind.EXIT) & (trace.columns["a2"] == 1)]
         for child in sorted(set(ended["pid"].tolist()) - {tl.pid}):
-            cev = trace.events[trace.events["pid"] == child]
+            cev = trace.columns[trace.columns["pid"] == child]
             out.extend(_exit(trace, build(trace, child), cev, family))
     return sorted(out, key=lambda f: (f.ts is None, f.ts or 0))
 

@@ -78,8 +78,10 @@ def build(trace: Trace, pid: int | None = None) -> Timeline:
     meta = trace.meta
     pid = int(meta["pid"]) if pid is None else pid
     page = int(meta.get("machine", {}).get("page_size", 4096))
-    ev = _segment(trace.events[trace.events["pid"] == pid])
-    kind = ev["kind"]
+    ev = trace.columns
+    mine = ev["pid"] == pid
+    ev = _segment(ev if mine.all() else ev[mine])  # one process traced: no copy
+    kind = np.ascontiguousarray(ev["kind"])
     snap = meta.get("snapshot") if not (kind == Kind.EXEC).any() else None
     t0 = int(meta.get("start_ns", ev["ts"][0] if len(ev) else 0))
     end_ts = int(meta.get("end_ns", ev["ts"][-1] if len(ev) else t0))
@@ -106,7 +108,8 @@ def build(trace: Trace, pid: int | None = None) -> Timeline:
             perms = m["perms"]
             prot = (perms[0] == "r") * 1 | (perms[1] == "w") * 2 | (perms[2] == "x") * 4
             space.mmap(m["start"], m["end"] - m["start"], prot, MAP_ANONYMOUS if anon else 0)
-    calls = ev[np.isin(kind, _MAP_CALLS) & _ok(ev)]
+    calls = ev[np.isin(kind, _MAP_CALLS)]
+    calls = calls[_ok(calls)]
     anon_ts: list[int] = [t0]
     anon_bytes: list[int] = [space.anon_bytes]
     for k, t, a0, a1, a2, a3, a4, ret in zip(
@@ -116,7 +119,8 @@ def build(trace: Trace, pid: int | None = None) -> Timeline:
         space.apply(KIND_NAMES[k], (a0, a1, a2, a3, a4, 0), ret, t)
         anon_ts.append(t)
         anon_bytes.append(space.anon_bytes)
-    exits = ev[(kind == Kind.EXIT) & (ev["a2"] == 1)]
+    exits = ev[kind == Kind.EXIT]
+    exits = exits[exits["a2"] == 1]
     gone = int(exits["ts"][0]) if len(exits) else None
     space.now, space.reason = (gone, "exit") if gone is not None else (end_ts, "still mapped")
     for r in space.regions:
@@ -128,7 +132,7 @@ def build(trace: Trace, pid: int | None = None) -> Timeline:
                                                                   strict=True)]
     anon = pd.DataFrame({"ts": anon_ts, "anon_mapped": anon_bytes})
 
-    releases = _releases(ev, breaks, page)
+    releases = _releases(ev, kind, breaks, page)
     rss_ev = ev[kind == Kind.RSS]
     if gone is not None:
         rss_ev = rss_ev[rss_ev["ts"] <= gone]
@@ -147,9 +151,7 @@ def build(trace: Trace, pid: int | None = None) -> Timeline:
     return Timeline(pid, t0, start_brk, breaks, mp, releases, rss, live, memory, ls.unmatched_frees)
 
 
-def _releases(ev: np.ndarray, breaks: pd.DataFrame, page: int) -> pd.DataFrame:
-    kind = ev["kind"]
-    ok = _ok(ev)
+def _releases(ev: np.ndarray, kind: np.ndarray, breaks: pd.DataFrame, page: int) -> pd.DataFrame:
     parts = []
     # brk shrinks
     prev = breaks["brk"].shift(1)
@@ -158,18 +160,21 @@ def _releases(ev: np.ndarray, breaks: pd.DataFrame, page: int) -> pd.DataFrame:
         "ts": shrink["ts"], "tid": shrink["tid"], "call": "brk", "advice": None, "start": shrink["brk"],
         "end": prev[shrink.index].astype(np.int64), "bytes": (prev[shrink.index] - shrink["brk"]).astype(np.int64),
     }))
-    m = ev[(kind == Kind.MUNMAP) & ok]
+    m = ev[kind == Kind.MUNMAP]
+    m = m[_ok(m)]
     n = _page_up(m["a1"], page)
     parts.append(pd.DataFrame({"ts": m["ts"], "tid": m["tid"], "call": "munmap", "advice": None, "start": m["a0"],
                                "end": m["a0"] + n, "bytes": n}))
-    r = ev[(kind == Kind.MREMAP) & ok]
+    r = ev[kind == Kind.MREMAP]
+    r = r[_ok(r)]
     old, new = _page_up(r["a1"], page), _page_up(r["a2"], page)
     inplace = (r["ret"].astype(np.uint64) == r["a0"]) & (new < old)
     r, old, new = r[inplace], old[inplace], new[inplace]
     parts.append(pd.DataFrame({"ts": r["ts"], "tid": r["tid"], "call": "mremap", "advice": None,
                                "start": r["a0"] + new,
                                "end": r["a0"] + old, "bytes": old - new}))
-    a = ev[(kind == Kind.MADVISE) & ok & np.isin(ev["a2"], np.array(sorted(RELEASE_ADVICE), dtype=np.uint64))]
+    a = ev[kind == Kind.MADVISE]
+    a = a[_ok(a) & np.isin(a["a2"], np.array(sorted(RELEASE_ADVICE), dtype=np.uint64))]
     n = _page_up(a["a1"], page)
     parts.append(pd.DataFrame({"ts": a["ts"], "tid": a["tid"], "call": "madvise",
                                "advice": [advice_name(int(x)) for x in a["a2"]],
@@ -187,6 +192,31 @@ FREE_WINDOW_NS = 1_000_000  # a free()'s own syscalls follow its entry within th
 _CONTEXT = np.array([Kind.BRK, Kind.MMAP, Kind.MUNMAP, Kind.MREMAP, Kind.MADVISE, Kind.MPROTECT], dtype=np.uint16)
 
 
+def _last_before(ev: np.ndarray, cand: np.ndarray, q_ts: np.ndarray, q_tid: np.ndarray, strict: bool) -> np.ndarray:
+    """For each query (time, thread): the index in ``ev`` of the thread's last event among the ``cand``
+    indices at or before that time (strictly before when ``strict``), or -1. ``ev`` is in time order."""
+    out = np.full(len(q_ts), -1, dtype=np.int64)
+    if not len(cand) or not len(q_ts):
+        return out
+    ts, tid = ev["ts"][cand].astype(np.int64), ev["tid"][cand]
+    threads = np.unique(q_tid)
+    if len(threads) > 8:  # many threads: group the candidates by thread once
+        order = np.argsort(tid, kind="stable")
+        cand, ts, tid = cand[order], ts[order], tid[order]
+        bounds = np.searchsorted(tid, threads, side="left"), np.searchsorted(tid, threads, side="right")
+        groups = (np.arange(lo, hi) for lo, hi in zip(*bounds, strict=True))
+    else:
+        groups = (np.flatnonzero(tid == t) for t in threads)
+    side = "left" if strict else "right"
+    for t, g in zip(threads.tolist(), groups, strict=True):
+        if not len(g):
+            continue
+        q = np.flatnonzero(q_tid == t)
+        j = np.searchsorted(ts[g], q_ts[q], side=side) - 1
+        out[q] = np.where(j >= 0, cand[g][np.maximum(j, 0)], -1)
+    return out
+
+
 def _enclosing_allocator_call(ev: np.ndarray, rel: pd.DataFrame) -> list[str | None]:
     """For each release, the allocator call it happened in, when that is known:
 
@@ -195,50 +225,49 @@ def _enclosing_allocator_call(ev: np.ndarray, rel: pd.DataFrame) -> list[str | N
       release, less than 1 ms before it, and, for munmap/mremap, the freed pointer lies in the
       released range. A program's own munmap or sbrk right after a free is not the free's.
     """
-    calls = ev[ev["kind"] >= Kind.MALLOC]
+    kind = np.ascontiguousarray(ev["kind"])
+    calls = np.flatnonzero(kind >= Kind.MALLOC)
     if not len(calls) or not len(rel):
         return [None] * len(rel)
-    frame = pd.DataFrame({"call_ts": calls["ts"].astype(np.int64), "tid": calls["tid"].astype(np.int64),
-                          "end": (calls["ts"] + calls["dur"]).astype(np.int64), "kind": calls["kind"]})
-    probe = rel[["ts", "tid", "call", "start", "end"]].rename(columns={"end": "rel_end"}).reset_index()
-    probe = probe.sort_values("ts", kind="stable")
-    hit = pd.merge_asof(probe, frame.sort_values("call_ts", kind="stable"), left_on="ts", right_on="call_ts",
-                        by="tid", direction="backward").sort_values("index")
-    running = hit["call_ts"].notna() & (hit["end"] >= hit["ts"])
+    q_ts, q_tid = rel["ts"].to_numpy(np.int64), rel["tid"].to_numpy(np.int64)
+    hit = _last_before(ev, calls, q_ts, q_tid, strict=False)
     # the thread's last event of any kind before the release (the release itself excluded)
-    mine = np.isin(ev["kind"], _CONTEXT) | (ev["kind"] >= Kind.MALLOC)
-    any_ev = pd.DataFrame({"prev_ts": ev["ts"][mine].astype(np.int64), "tid": ev["tid"][mine].astype(np.int64),
-                           "prev_kind": ev["kind"][mine], "prev_ptr": ev["a0"][mine]})
-    prev = pd.merge_asof(probe, any_ev.sort_values("prev_ts", kind="stable"), left_on="ts", right_on="prev_ts",
-                         by="tid", direction="backward", allow_exact_matches=False).sort_values("index")
-    soon = prev["ts"] - prev["prev_ts"] < FREE_WINDOW_NS
-    direct = prev["prev_kind"].isin([int(Kind.FREE), int(Kind.DELETE)]) & soon
-    ranged = prev["call"].isin(["munmap", "mremap"])
-    ptr = prev["prev_ptr"].fillna(0).astype(np.uint64)
-    in_range = (ptr >= prev["start"].astype(np.uint64)) & (ptr < prev["rel_end"].astype(np.uint64))
+    prev = _last_before(ev, np.flatnonzero(np.isin(kind, _CONTEXT) | (kind >= Kind.MALLOC)), q_ts, q_tid, strict=True)
+    h, p = ev[np.maximum(hit, 0)], ev[np.maximum(prev, 0)]
+    running = (hit >= 0) & ((h["ts"] + h["dur"]).astype(np.int64) >= q_ts)
+    soon = q_ts - p["ts"].astype(np.int64) < FREE_WINDOW_NS
+    direct = (prev >= 0) & np.isin(p["kind"], [Kind.FREE, Kind.DELETE]) & soon
+    ranged = rel["call"].isin(["munmap", "mremap"]).to_numpy()
+    ptr = p["a0"]
+    in_range = (ptr >= rel["start"].to_numpy(np.uint64)) & (ptr < rel["end"].to_numpy(np.uint64))
     direct &= ~ranged | in_range
-    names = []
-    for run, k, d, pk in zip(running.tolist(), hit["kind"].fillna(0).tolist(), direct.tolist(),
-                             prev["prev_kind"].fillna(0).tolist(), strict=True):
-        names.append(KIND_NAMES[int(k)] if run else KIND_NAMES[int(pk)] if d else None)
-    return names
+    return [KIND_NAMES[int(hk)] if run else KIND_NAMES[int(pk)] if d else None
+            for run, hk, d, pk in zip(running.tolist(), h["kind"].tolist(), direct.tolist(), p["kind"].tolist(),
+                                      strict=True)]
+
+
+def _merge_times(parts: list[np.ndarray]) -> np.ndarray:
+    """The distinct times of several arrays, ascending; linear in the largest when it is sorted already."""
+    parts = [p if len(p) < 2 or bool((p[1:] >= p[:-1]).all()) else np.sort(p) for p in parts]
+    parts.sort(key=len)
+    big, rest = parts[-1], np.sort(np.concatenate(parts[:-1]))
+    ts = np.insert(big, np.searchsorted(big, rest, side="right"), rest)
+    return ts[np.r_[True, ts[1:] != ts[:-1]]] if len(ts) else ts
 
 
 def _memory(breaks: pd.DataFrame, anon: pd.DataFrame, live: pd.DataFrame, rss: pd.DataFrame, t0: int) -> pd.DataFrame:
-    """Every series on one time axis (each carried forward from its last change)."""
-    ts = np.sort(np.concatenate([[t0], breaks["ts"], anon["ts"], live["ts"], rss["ts"]]).astype(np.int64))
-    ts = ts[np.r_[True, ts[1:] != ts[:-1]]]  # unique, without np.unique's slow path on huge arrays
-    out = pd.DataFrame({"ts": ts})
-    for frame, cols in ((breaks, ["heap"]), (anon, ["anon_mapped"]), (live, ["live_bytes"]), (rss, ["anon"])):
-        f = frame[["ts", *cols]].sort_values("ts", kind="stable")
-        t = f["ts"].to_numpy()
-        last = np.ones(len(t), dtype=bool)
-        last[:-1] = t[1:] != t[:-1]
-        f = f[last]  # the last value at each time
-        out = pd.merge_asof(out, f.astype({"ts": np.int64}), on="ts", direction="backward")
-    out = out.rename(columns={"anon": "rss_anon"}).fillna(0)
-    for c in ("heap", "anon_mapped", "live_bytes", "rss_anon"):
-        out[c] = out[c].astype(np.int64)
+    """Every series on one time axis (each carried forward from its last change; 0 before its first)."""
+    series = ((breaks, "heap", "heap"), (anon, "anon_mapped", "anon_mapped"), (live, "live_bytes", "live_bytes"),
+              (rss, "anon", "rss_anon"))
+    ts = _merge_times([np.array([t0], dtype=np.int64), *(f["ts"].to_numpy(np.int64) for f, _, _ in series)])
+    out = {"ts": ts}
+    for frame, col, name in series:
+        t, v = frame["ts"].to_numpy(np.int64), frame[col].to_numpy(np.int64)
+        if len(t) > 1 and not bool((t[1:] >= t[:-1]).all()):
+            order = np.argsort(t, kind="stable")
+            t, v = t[order], v[order]
+        j = np.searchsorted(t, ts, side="right") - 1  # the last value at or before each time
+        out[name] = np.where(j >= 0, v[np.maximum(j, 0)], 0) if len(t) else np.zeros(len(ts), dtype=np.int64)
     out["footprint"] = out["heap"] + out["anon_mapped"]
     out["retained"] = out["footprint"] - out["live_bytes"]
-    return out
+    return pd.DataFrame(out)

@@ -124,7 +124,7 @@ def _exit_code(trace: Trace, ev: np.ndarray) -> int | None:
 
 def summarize(trace: Trace, all_processes: bool = False) -> dict[str, Any]:
     meta = trace.meta
-    ev = trace.events
+    ev = trace.columns
     root = int(meta["pid"])
     page = int(meta.get("machine", {}).get("page_size", 4096))
     snapshot = meta.get("snapshot")

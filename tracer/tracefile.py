@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -69,17 +68,21 @@ def to_batch(events: np.ndarray | Columns, schema: pa.Schema) -> pa.RecordBatch:
 
 
 def from_table(table: pa.Table) -> np.ndarray:
-    out = np.empty(table.num_rows, dtype=EVENT_DTYPE)
+    return columns_from_table(table).to_records()
+
+
+def columns_from_table(table: pa.Table) -> Columns:
+    cols: dict[str, np.ndarray] = {}
     for name in EVENT_DTYPE.names:
         col = table.column(name)
         if name == "kind":
             col = col.combine_chunks() if col.num_chunks else pa.chunked_array([], col.type).combine_chunks()
             names = [str(v) for v in col.dictionary.to_pylist()] if len(col) else []
             codes = np.array([int(Kind[n.upper()]) for n in names], dtype=np.uint16)
-            out[name] = codes[col.indices.to_numpy(zero_copy_only=False)] if len(col) else 0
+            cols[name] = codes[col.indices.to_numpy(zero_copy_only=False)] if len(col) else np.zeros(0, np.uint16)
         else:
-            out[name] = col.to_numpy()
-    return out
+            cols[name] = np.ascontiguousarray(col.to_numpy(), dtype=EVENT_DTYPE[name])
+    return Columns(cols)
 
 
 class TraceWriter:
@@ -141,14 +144,33 @@ class TraceWriter:
         self._writer = None
 
 
-@dataclass
 class Trace:
-    path: str
-    header: dict[str, Any]
-    end: dict[str, Any] | None
-    events: np.ndarray
-    complete: bool
-    notes: list[str] = field(default_factory=list)
+    """A read trace: header and end metadata, and its events in time order, held as columns
+    (:attr:`columns`, what scans of whole traces use) and, when asked for, as one structured array
+    of ``EVENT_DTYPE`` (:attr:`events`)."""
+
+    def __init__(self, path: str, header: dict[str, Any], end: dict[str, Any] | None, events: np.ndarray | Columns,
+                 complete: bool, notes: list[str] | None = None) -> None:
+        self.path, self.header, self.end, self.complete = path, header, end, complete
+        self.notes = list(notes or [])
+        self._columns = events if isinstance(events, Columns) else None
+        self._records = events if isinstance(events, np.ndarray) else None
+
+    @property
+    def columns(self) -> Columns:
+        if self._columns is None:
+            assert self._records is not None
+            self._columns = Columns.from_records(self._records)
+        return self._columns
+
+    @property
+    def events(self) -> np.ndarray:
+        if self._records is None:
+            self._records = self.columns.to_records()
+        return self._records
+
+    def __len__(self) -> int:
+        return len(self._columns) if self._columns is not None else len(self.events)
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -210,13 +232,10 @@ def open_trace(path: str) -> Trace:
         notes.append("the trace has no end record")
     table = pa.Table.from_batches(batches, schema=arrow_schema(None)) if batches else None
     try:
-        events = from_table(table) if table is not None else np.empty(0, dtype=EVENT_DTYPE)
+        events = columns_from_table(table) if table is not None else Columns.empty()
     except (KeyError, pa.ArrowException) as e:
         raise _bad(path, f"unexpected column content ({e})") from e
-    ts = events["ts"]
-    if len(ts) > 1 and not bool((ts[1:] >= ts[:-1]).all()):
-        events = events[np.argsort(ts, kind="stable")]
-    return Trace(path, header, end, events, complete, notes)
+    return Trace(path, header, end, events.sorted_by_time(), complete, notes)
 
 
 def _recover(path: str) -> tuple[dict[str, Any], list[pa.RecordBatch], dict[str, Any] | None]:

@@ -38,7 +38,7 @@ class Run:
         self.trace, self.label = trace, label
         self.tl: Timeline = build(trace)
         t0, self.end = span_of(trace, self.tl)
-        seg = segment(trace.events, self.tl.pid)
+        seg = segment(trace.columns, self.tl.pid)
         self.start = int(seg["ts"][0]) if len(seg) and not trace.meta.get("attached") else t0
         self.start = max(min(self.start, self.end - 1), t0)
         self.figures = key_figures(self.tl)
@@ -137,7 +137,7 @@ def compare_table(runs: list[Run]) -> str:
     rows.append(("given back to the kernel", [_cell(r.figures["released"]["total"], base) for r in runs]))
     rows.append(("releases", [esc(f"{r.figures['released']['count']:,}") for r in runs]))
     rows.append(("duration", [esc(human_ns(r.end - r.start)) for r in runs]))
-    rows.append(("events", [esc(f"{len(r.trace.events):,}") for r in runs]))
+    rows.append(("events", [esc(f"{len(r.trace.columns):,}") for r in runs]))
     rows.append(("lost events", [esc(f"{int(r.trace.meta.get('lost_total') or 0):,}") for r in runs]))
     body = "".join(f"<tr><th>{esc(name)}</th>{''.join(f'<td>{c}</td>' for c in cells)}</tr>" for name, cells in rows)
     return f"<table class=\"compare\"><thead><tr><th></th>{head}</tr></thead>{body}</table>"

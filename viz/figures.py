@@ -43,7 +43,7 @@ class Moment:
 def span_of(trace: Trace, tl: Timeline) -> tuple[int, int]:
     """Start and end of the recording (trace clock ns)."""
     meta = trace.meta
-    ts = trace.events["ts"]
+    ts = trace.columns["ts"]
     end = meta.get("end_ns") or (int(ts[-1]) if len(ts) else tl.t0)
     end = max(int(end), int(ts[-1]) if len(ts) else 0, tl.t0 + 1)
     return tl.t0, end
@@ -118,7 +118,7 @@ def timeline_figure(trace: Trace, tl: Timeline, moments: list[Moment]) -> tuple[
     live = len(tl.live) > 0
     rss = len(tl.rss) > 0
     mem, mem_info = memory_traces(tl, t0, end, live, rss)
-    seg = segment(trace.events, tl.pid)
+    seg = segment(trace.columns, tl.pid)
     lane, lane_rows, lane_info = lane_traces(seg, tl, page, t0, end - t0)
     amap, map_y, map_info = address_map(tl, t0, end)
     top = max((float(np.nanmax(t["y"])) for t in mem if len(t["y"])), default=1.0)

@@ -136,7 +136,7 @@ def header_html(trace: Trace, tl: Timeline, t0: int, end: int) -> str:
                  else f"not traced ({alloc.get('reason', 'not recorded')})")
     libc = meta.get("libc") or {}
     machine = meta.get("machine") or {}
-    ev = trace.events
+    ev = trace.columns
     mine = int((ev["pid"] == tl.pid).sum())
     left = [
         ("command", f"<code>{esc(command)}</code>"),
@@ -207,7 +207,7 @@ def notes_html(trace: Trace, tl: Timeline, info: dict[str, Any]) -> str:
         notes.append("Allocator calls were not traced: live bytes and the retained gap are not shown.")
     if not info["rss"]:
         notes.append("No RSS samples in this trace.")
-    pids = trace.events["pid"]
+    pids = trace.columns["pid"]
     elsewhere = pids != tl.pid
     others = sorted(set(pids[elsewhere].tolist())) if elsewhere.any() else []
     if others:
@@ -245,7 +245,7 @@ def build_report(trace: Trace, findings: Sequence[dict[str, Any]] | None = None)
     html_text = document(f"heapline: {command} (pid {tl.pid})", body, {"figures": [{"div": "hl-fig-0", "figure": fig}]})
     panels = ["memory", "calls", "address space"] + (["findings"] if found else [])
     built = {
-        "events": int(len(trace.events)), "pid": tl.pid, "panels": panels, "findings": len(found),
+        "events": int(len(trace.columns)), "pid": tl.pid, "panels": panels, "findings": len(found),
         "reduced": bool(info["memory"]["reduced"] or info["lane"]["reduced"] or info["map"]["releases_reduced"]
                         or info["map"]["bars_dropped"]),
         "memory_points": info["memory"]["points"], "lane_markers": info["lane"]["markers"],
