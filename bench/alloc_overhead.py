@@ -1,6 +1,6 @@
 """What tracing malloc/free costs, under heapline and its peers, measured in one run.
 
-    sudo .venv/bin/python bench/alloc_overhead.py [--pairs 2000000] [--repeat 3]
+    sudo .venv/bin/python bench/alloc_overhead.py [--pairs 2000000] [--repeat 5]
 
 The workload (workloads/bin/malloc_churn) times its own loop of malloc(64) + touch + free with
 CLOCK_MONOTONIC, so every figure is the traced work itself, without any tool's start-up. Slow
@@ -82,7 +82,7 @@ def bare_uprobes_cmd(pairs: int) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, default=2_000_000)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--big", type=int, default=5_000_000, help="pairs of the lossless run (2 calls each)")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -108,15 +108,17 @@ def main() -> None:
         tools["ltrace -e malloc+free"] = (
             small, lambda: run_plain(["ltrace", "-e", "malloc+free", "-o", "/dev/null", CHURN, str(small)])
         )
-    per_pair: dict[str, float] = {}
-    for name, (pairs, fn) in tools.items():
-        samples = [fn() / pairs for _ in range(args.repeat)]  # type: ignore[operator]
-        per_pair[name] = statistics.median(samples)
-        print(f"  measured {name}", file=sys.stderr)
+    # rounds: every tool once per round, so a slow spell of the machine weighs on all of them alike
+    samples: dict[str, list[float]] = {name: [] for name in tools}
+    for r in range(args.repeat):
+        for name, (pairs, fn) in tools.items():
+            samples[name].append(fn() / pairs)  # type: ignore[operator]
+        print(f"  round {r + 1} of {args.repeat} measured", file=sys.stderr)
+    per_pair = {name: statistics.median(v) for name, v in samples.items()}
 
     base = per_pair["untraced"]
     ml = per_pair.get("bcc memleak")
-    print(f"malloc(64) + touch + free; median of {args.repeat}; untraced {base:.1f} ns per pair")
+    print(f"malloc(64) + touch + free; median of {args.repeat} rounds; untraced {base:.1f} ns per pair")
     print(f"{'tool':<28} {'ns/pair':>10} {'added/pair':>12} {'x untraced':>11} {'x memleak cost':>15}")
     for name, v in per_pair.items():
         added = v - base

@@ -11,6 +11,13 @@
 // same thread, deeper on its stack (or level with it: a tail call), is not recorded.
 
 BPF_TASK_STORAGE(alloc_calls, struct alloc_call);
+// Records are written into this CPU's batch and the batch is sent to alloc_ring when full or when
+// its first record is older than BATCH_AGE_NS (at the next record on that CPU; user space reads
+// what is left in the batches after the probes are detached). A probe finding the batch taken
+// (uprobe programs run with preemption disabled, so only a preempted writer could hold it) writes
+// its record straight into the events ring instead, as the syscall probes do.
+BPF_RINGBUF_OUTPUT(alloc_ring, ALLOC_RING_PAGES);
+BPF_PERCPU_ARRAY(alloc_batch, struct batch, 1);
 #ifdef STACKS
 // user stacks of allocations, taken at the return probe: there the instruction pointer is the
 // return address in the caller and the frame pointer the caller's, so frame-pointer unwinding
@@ -35,6 +42,55 @@ static __always_inline u64 shift_of(int slot) {
 // flight, so the common path never looks the shifts up.
 static __always_inline int inside_outer(struct alloc_call *c, u64 sp, int slot) {
     return c->depth && sp + shift_of(slot) <= c->sp + shift_of(c->slot);
+}
+
+// Send a batch to user space. The ring may refuse it for a moment (see reserve() in
+// common.bpf.c): then the records stay in the batch, which is sent at the next record.
+static __always_inline void send_batch(struct batch *b) {
+#pragma unroll
+    for (int i = 0; i < RESERVE_TRIES; i++) {
+        if (alloc_ring.ringbuf_output(b, sizeof(*b), BPF_RB_NO_WAKEUP) == 0) {
+            b->n = 0;
+            return;
+        }
+    }
+}
+
+// Where one record goes: a slot of this CPU's batch (*bp set), or a record of its own in a ring
+// (when the batch is taken, or full because the ring refused it).
+static __always_inline struct event *record_slot(struct batch **bp) {
+    int zero = 0;
+    struct batch *b = alloc_batch.lookup(&zero);
+    *bp = 0;
+    if (b) {
+        if (!__sync_lock_test_and_set(&b->busy, 1)) {
+            if (b->n >= BATCH)
+                send_batch(b);
+            if (b->n < BATCH) {
+                *bp = b;
+                return &b->ev[b->n & (BATCH - 1)];
+            }
+            b->busy = 0;
+        }
+        count_lost(BATCH_BUSY);
+    }
+    return reserve();
+}
+
+// The record in the slot is complete: count it, and send the batch when it is full or old.
+static __always_inline void record_done(struct batch *b, struct event *e, u64 now) {
+    if (!b) {
+        submit(e);
+        return;
+    }
+    u32 n = b->n + 1;
+    if (n == 1)
+        b->first_ts = now;
+    b->n = n;
+    if (n >= BATCH || now - b->first_ts > BATCH_AGE_NS)
+        send_batch(b);
+    asm volatile("" ::: "memory");  // the record and the count are written before the batch is let go
+    b->busy = 0;
 }
 
 static __always_inline int alloc_enter(struct pt_regs *ctx, int slot, u16 kind, u16 aux, u64 a0, u64 a1, u64 a2) {
@@ -74,7 +130,8 @@ static __always_inline int alloc_return(struct pt_regs *ctx, u16 kind) {
     c->depth = 0;
     if (c->kind != kind)
         return 0;
-    struct event *e = reserve();
+    struct batch *b;
+    struct event *e = record_slot(&b);
     if (!e) {
         count_lost(LOST_RING_FULL);
         return 0;
@@ -104,7 +161,7 @@ static __always_inline int alloc_return(struct pt_regs *ctx, u16 kind) {
 #endif
     e->a[5] = 0;
     e->ret = PT_REGS_RC(ctx);
-    submit(e);
+    record_done(b, e, now);
     return 0;
 }
 
@@ -134,13 +191,15 @@ static __always_inline int alloc_direct(struct pt_regs *ctx, int slot, u16 kind,
         count_lost(LOST_TASK_STORAGE);
         return 0;
     }
-    struct event *e = reserve();
+    struct batch *b;
+    struct event *e = record_slot(&b);
     if (!e) {
         count_lost(LOST_RING_FULL);
         return 0;
     }
     u64 id = bpf_get_current_pid_tgid();
-    e->ts = bpf_ktime_get_ns();
+    u64 now = bpf_ktime_get_ns();
+    e->ts = now;
     e->dur = 0;
     e->pid = id >> 32;
     e->tid = (u32)id;
@@ -154,7 +213,7 @@ static __always_inline int alloc_direct(struct pt_regs *ctx, int slot, u16 kind,
     e->a[4] = 0;
     e->a[5] = 0;
     e->ret = 0;
-    submit(e);
+    record_done(b, e, now);
     return 0;
 }
 

@@ -37,7 +37,8 @@
 #define LOST_PROCESS_TABLE_FULL 2  // a child could not be followed
 #define LOST_TASK_STORAGE 3        // no per-thread slot for an allocator call in flight
 #define SPARE_USED 4               // not a loss: records that went to the spare ring
-#define LOST_REASONS 5
+#define BATCH_BUSY 5               // not a loss: allocator records written on their own (batch taken or full)
+#define LOST_REASONS 6
 
 #define RESERVE_TRIES 4
 
@@ -95,3 +96,14 @@ struct alloc_call {
 };
 
 #define SLOTS 20  // probe slots of alloc.bpf.c
+
+// Allocator records are gathered per CPU and go to their ring a batch at a time (one ring
+// reservation per BATCH calls instead of one per call). Mirrors tracer/backends/bpf.py BATCH_DTYPE.
+#define BATCH 64  // a power of two
+struct batch {
+    u32 n;         // records in ev[]
+    u32 pad;
+    u64 busy;      // 1 while a probe on this CPU writes into the batch
+    u64 first_ts;  // when its first record was written
+    struct event ev[BATCH];
+};

@@ -52,3 +52,42 @@ def test_a_record_of_another_size_is_an_error() -> None:
     r["hdr_len"][4] = 40
     with pytest.raises(RuntimeError):
         committed(words(r), EVENT_DTYPE.itemsize)
+
+
+def batch_ring(counts: list[int]) -> np.ndarray:
+    """Ring records that are batches (probes/heapline.h struct batch) holding ``counts`` events."""
+    from tracer.backends.ringbuf import BATCH_DTYPE
+
+    rec = np.dtype(HEADER.descr + [("b", BATCH_DTYPE)])
+    r = np.zeros(len(counts), dtype=rec)
+    r["hdr_len"] = BATCH_DTYPE.itemsize
+    r["b"]["n"] = counts
+    r["b"]["busy"] = 0
+    ev = ring(len(counts) * BATCH_DTYPE["ev"].shape[0])["ev"]
+    r["b"]["ev"] = ev.reshape(len(counts), -1)
+    return r
+
+
+def test_batches_give_their_written_events_in_order() -> None:
+    from tracer.backends.ringbuf import BATCH_DTYPE, committed_batches
+
+    r = batch_ring([64, 3, 0, 64, 17])
+    r["hdr_len"][2] |= DISCARD_BIT
+    w = r.view(np.uint64).reshape(len(r), r.dtype.itemsize // 8)
+    cols, used = committed_batches(w, BATCH_DTYPE.itemsize)
+    want = np.concatenate([r["b"]["ev"][i][:n] for i, n in enumerate([64, 3, 0, 64, 17])])
+    assert used == 5 and np.array_equal(cols.to_records(), want)
+
+
+def test_batches_stop_at_one_being_written_and_reject_a_wrong_count() -> None:
+    from tracer.backends.ringbuf import BATCH_DTYPE, committed_batches
+
+    r = batch_ring([5, 6, 7])
+    r["hdr_len"][1] |= BUSY_BIT
+    w = r.view(np.uint64).reshape(len(r), r.dtype.itemsize // 8)
+    cols, used = committed_batches(w, BATCH_DTYPE.itemsize)
+    assert used == 1 and np.array_equal(cols.to_records(), r["b"]["ev"][0][:5])
+    r["hdr_len"][1] &= ~np.uint32(BUSY_BIT)
+    r["b"]["n"][2] = 65
+    with pytest.raises(RuntimeError):
+        committed_batches(r.view(np.uint64).reshape(len(r), -1), BATCH_DTYPE.itemsize)

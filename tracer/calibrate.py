@@ -44,8 +44,11 @@ def _cache_file() -> Path:
     return Path(base) / "heapline" / "calibration.json"
 
 
+PROBES_VERSION = 2  # bump when the allocator probes change what a call costs (2: records batched per CPU)
+
+
 def _key(lib: AllocatorLib) -> str:
-    return f"{platform.release()}|{lib.family}|{lib.build_id or lib.shown_path}"
+    return f"{platform.release()}|{lib.family}|{lib.build_id or lib.shown_path}|probes{PROBES_VERSION}"
 
 
 def _run(lib: AllocatorLib, attach: Callable[[int], Any] | None) -> tuple[int, int]:

@@ -23,7 +23,7 @@ from ..events import EVENT_DTYPE, Kind
 from ..launch import HeldChild
 from . import alloc
 from .base import Backend, BackendInfo, LaunchSpec, Options
-from .ringbuf import RingReader
+from .ringbuf import BATCH_DTYPE, RingReader, batch_events
 
 TRACEFS = Path("/sys/kernel/tracing")
 TRACE_ACTIVE = 1
@@ -31,6 +31,8 @@ UNKNOWN_CPU = -1  # lost() key for losses the kernel does not attribute to a CPU
 # the per-CPU counters of heapline.h, in order; the last one counts records, not losses
 LOST_REASONS = ("ring_buffer_full", "inflight_table_full", "process_table_full", "thread_storage_full")
 SPARE_USED = len(LOST_REASONS)
+BATCH_BUSY = SPARE_USED + 1  # allocator records that went to the events ring because their CPU's batch was taken
+BATCH_AGE_NS = 50_000_000  # an allocator batch older than this goes to user space at its CPU's next record
 MIN_SPARE_PAGES = 16
 STACK_ENTRIES = 16384  # distinct allocation stacks kept (each up to 127 frames)
 TRACE_PENDING_EXEC = 2
@@ -143,6 +145,8 @@ class BpfBackend(Backend):
             f"-DSPARE_PAGES={self.spare_pages}",
             f"-DRSS_INTERVAL_NS={int(self.options.rss_interval_ns)}ULL",
             f"-DFOLLOW_CHILDREN={1 if self.options.follow_children else 0}",
+            f"-DALLOC_RING_PAGES={self.ring_pages}",
+            f"-DBATCH_AGE_NS={BATCH_AGE_NS}ULL",
             *([f"-DSTACKS={STACK_ENTRIES}"] if self.options.stacks else []),
         ]
         os.environ["BCC_KERNEL_SOURCE"] = self.headers.path
@@ -157,6 +161,8 @@ class BpfBackend(Backend):
             raise BackendUnavailable(f"the eBPF probes could not be loaded: {why}", Exit.NO_EBPF) from failure
         self._reader = RingReader(self._bpf["events"].map_fd, self.ring_pages * mmap.PAGESIZE, EVENT_DTYPE)
         self._spare = RingReader(self._bpf["spare"].map_fd, self.spare_pages * mmap.PAGESIZE, EVENT_DTYPE)
+        self._batches = (RingReader(self._bpf["alloc_ring"].map_fd, self.ring_pages * mmap.PAGESIZE, BATCH_DTYPE,
+                                    batch=True) if self.options.trace_alloc else None)
 
     def _arm(self, pid: int, state: int) -> None:
         assert self._bpf is not None
@@ -231,6 +237,9 @@ class BpfBackend(Backend):
             assert self._reader is not None
             self._reader.drain()  # the calibration's own records: nothing else is traced yet
             self._spare.drain()
+            if self._batches is not None:
+                self._batches.drain()
+                self._batch_leftovers(clear=True)
 
     def _probe_allocator(self, lib: allocators.AllocatorLib, pid: int) -> None:
         """Probe the allocator of ``pid``; when that cannot be done, say why and keep the syscall view."""
@@ -249,7 +258,8 @@ class BpfBackend(Backend):
             ev, self._leftover = self._leftover, Columns.empty()
             return ev
         ev = self._reader.drain()
-        extra = [a for a in (self._spare.drain(), Columns.from_records(self._trailing_rss())) if len(a)]
+        batches = self._batches.drain() if self._batches is not None else Columns.empty()
+        extra = [a for a in (self._spare.drain(), batches, Columns.from_records(self._trailing_rss())) if len(a)]
         if extra:
             ev = Columns.concat([ev, *extra]).sorted_by_time()
         if not self._exec_seen and len(ev):
@@ -318,7 +328,18 @@ class BpfBackend(Backend):
         if self._bpf is None:
             return []
         table = self._bpf["lost"]
-        return [[int(v) for v in table[ct.c_int(r)]] for r in range(len(LOST_REASONS) + 1)]
+        return [[int(v) for v in table[ct.c_int(r)]] for r in range(BATCH_BUSY + 1)]
+
+    def _batch_leftovers(self, clear: bool = False) -> Columns:
+        """The allocator records still in the CPUs' batches (read once no probe runs), then emptied.
+        A batch's count covers only records completely written, so what it counts is whole."""
+        assert self._bpf is not None
+        table = self._bpf["alloc_batch"]
+        raw = b"".join(bytes(v) for v in table[ct.c_int(0)])
+        if clear:
+            table.clear()
+        words = np.frombuffer(raw, dtype=np.uint64).reshape(-1, BATCH_DTYPE.itemsize // 8)
+        return batch_events(words)
 
     def _skipped(self) -> int:
         """Times the kernel did not run one of our probes (another BPF program was running on that
@@ -361,6 +382,11 @@ class BpfBackend(Backend):
         # no probe runs any more: what is in the ring now is everything
         if self._reader is not None:
             self._leftover = self.poll()
+            if self._batches is not None:
+                rest = self._batch_leftovers()
+                if len(rest):
+                    self._leftover = Columns.concat([self._leftover, rest]).sorted_by_time()
+                self._batches.close()
             self._reader.close()
             self._spare.close()
             self._reader = None
@@ -385,6 +411,7 @@ class BpfBackend(Backend):
                 "probe_skipped": self._skipped(),
             },
             "spare_ring_records": sum(self._lost_table()[SPARE_USED]),
+            "unbatched_alloc_records": sum(self._lost_table()[BATCH_BUSY]),
             "allocator": self._alloc_info,
             **({"stacks": self._stacks} if self._stacks is not None else {}),
         }

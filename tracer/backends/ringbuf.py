@@ -22,14 +22,23 @@ import struct
 import numpy as np
 
 from ..columns import CHUNK, Columns
+from ..events import EVENT_DTYPE
 
 BUSY_BIT = 1 << 31
 DISCARD_BIT = 1 << 30
 HEADER = np.dtype([("hdr_len", "<u4"), ("hdr_pgoff", "<u4")])
+BATCH_SLOTS = 64  # probes/heapline.h BATCH
+# probes/heapline.h struct batch: count, pad, busy, first_ts, then the events
+BATCH_DTYPE = np.dtype([("n", "<u4"), ("pad", "<u4"), ("busy", "<u8"), ("first_ts", "<u8"),
+                        ("ev", EVENT_DTYPE, (BATCH_SLOTS,))])
+BATCH_LEAD_WORDS = 3
 
 
 class RingReader:
-    def __init__(self, map_fd: int, data_size: int, payload: np.dtype) -> None:
+    """``payload``: the dtype of every record; with ``batch`` set, each record is a batch of events
+    (:func:`committed_batches`) and :meth:`drain` returns the events."""
+
+    def __init__(self, map_fd: int, data_size: int, payload: np.dtype, batch: bool = False) -> None:
         if data_size & (data_size - 1):
             raise ValueError("ring buffer size must be a power of two")
         page = mmap.PAGESIZE
@@ -43,6 +52,7 @@ class RingReader:
         self._prod = mmap.mmap(map_fd, page + 2 * data_size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
         self._data = np.frombuffer(self._prod, dtype=np.uint8, offset=page)
         self.page = page
+        self.batch = batch
         self.drained = 0
 
     def _positions(self) -> tuple[int, int]:
@@ -66,7 +76,7 @@ class RingReader:
             n = min(n, max_records)
         start = cons & self.mask
         words = self._data[start : start + n * rs].view(np.uint64).reshape(n, rs // 8)
-        out, n = committed(words, self.payload.itemsize)
+        out, n = (committed_batches if self.batch else committed)(words, self.payload.itemsize)
         struct.pack_into("<Q", self._cons, 0, cons + n * rs)
         self.drained += len(out)
         return out
@@ -104,3 +114,46 @@ def committed(words: np.ndarray, size: int) -> tuple[Columns, int]:
     rows = rows[:, :n] if keep is None else rows[:, :n][:, keep[:n]]
     return Columns.from_rows(np.ascontiguousarray(rows), HEADER.itemsize), n
 
+
+
+def committed_batches(words: np.ndarray, size: int) -> tuple[Columns, int]:
+    """Like :func:`committed` for records that are batches (probes/heapline.h ``struct batch``): a
+    count, two words the reader skips, then ``BATCH`` event slots of which the first count are
+    written. Returns the written events of the committed batches, in order."""
+    lens = (words[:, 0] & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+    busy = np.flatnonzero(lens & BUSY_BIT)
+    n = int(busy[0]) if len(busy) else len(words)
+    lens = lens[:n]
+    if ((lens & ~np.uint32(BUSY_BIT | DISCARD_BIT)) != size).any():
+        raise RuntimeError("ring buffer holds a record of unexpected size; probe and reader disagree")
+    kept = (lens & DISCARD_BIT) == 0
+    w = words[:n] if kept.all() else words[:n][kept]
+    return batch_events(w[:, 1:]), n
+
+
+def batch_events(batches: np.ndarray) -> Columns:
+    """The written events of batches given as rows of 64-bit words (count word first), split into
+    columns straight from those rows, a cache-sized group of batches at a time."""
+    per_event = EVENT_DTYPE.itemsize // 8
+    slots = (batches.shape[1] - BATCH_LEAD_WORDS) // per_event
+    counts = (batches[:, 0] & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    if (counts > slots).any():
+        raise RuntimeError("a batch claims more records than it holds; probe and reader disagree")
+    # a view, no copy: batch x slot x word of the event
+    slots_view = batches[:, BATCH_LEAD_WORDS : BATCH_LEAD_WORDS + slots * per_event].reshape(
+        len(batches), slots, per_event)
+    ends = np.cumsum(counts)
+    rows = np.empty((per_event, int(ends[-1]) if len(ends) else 0), dtype=np.uint64)
+    step = max(CHUNK // slots, 1)
+    for b0 in range(0, len(batches), step):
+        part, n = slots_view[b0 : b0 + step], counts[b0 : b0 + step]
+        start = int(ends[b0] - counts[b0])
+        stop = int(ends[b0 + len(part) - 1])
+        if (n == slots).all():  # full batches: every slot is an event
+            for j in range(per_event):
+                np.copyto(rows[j, start:stop].reshape(len(part), slots), part[:, :, j])
+        else:
+            written = np.arange(slots)[None, :] < n[:, None]
+            for j in range(per_event):
+                rows[j, start:stop] = part[:, :, j][written]
+    return Columns.from_rows(rows, 0)
