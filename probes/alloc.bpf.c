@@ -56,41 +56,50 @@ static __always_inline void send_batch(struct batch *b) {
     }
 }
 
-// Where one record goes: a slot of this CPU's batch (*bp set), or a record of its own in a ring
-// (when the batch is taken, or full because the ring refused it).
-static __always_inline struct event *record_slot(struct batch **bp) {
+// Record one call: into this CPU's batch, sent when full or old; or, when the batch is taken or
+// full because the ring refused it, as a record of its own in the events ring.
+static __always_inline void put_record(struct event *r, u64 now) {
     int zero = 0;
     struct batch *b = alloc_batch.lookup(&zero);
-    *bp = 0;
     if (b) {
         if (!__sync_lock_test_and_set(&b->busy, 1)) {
             if (b->n >= BATCH)
                 send_batch(b);
             if (b->n < BATCH) {
-                *bp = b;
-                return &b->ev[b->n & (BATCH - 1)];
+                u32 i = b->n & (BATCH - 1);
+                b->ts[i] = r->ts;
+                b->dur[i] = r->dur;
+                b->pid[i] = r->pid;
+                b->tid[i] = r->tid;
+                b->kind[i] = r->kind;
+                b->aux[i] = r->aux;
+                b->cpu[i] = r->cpu;
+                b->a0[i] = r->a[0];
+                b->a1[i] = r->a[1];
+                b->a2[i] = r->a[2];
+                b->a3[i] = r->a[3];
+                b->a4[i] = r->a[4];
+                b->ret[i] = r->ret;
+                if (i == 0)
+                    b->first_ts = now;
+                b->n = i + 1;
+                if (i + 1 == BATCH || now - b->first_ts > BATCH_AGE_NS)
+                    send_batch(b);
+                asm volatile("" ::: "memory");  // the record and the count are written before the batch is let go
+                b->busy = 0;
+                return;
             }
             b->busy = 0;
         }
         count_lost(BATCH_BUSY);
     }
-    return reserve();
-}
-
-// The record in the slot is complete: count it, and send the batch when it is full or old.
-static __always_inline void record_done(struct batch *b, struct event *e, u64 now) {
-    if (!b) {
-        submit(e);
+    struct event *e = reserve();
+    if (!e) {
+        count_lost(LOST_RING_FULL);
         return;
     }
-    u32 n = b->n + 1;
-    if (n == 1)
-        b->first_ts = now;
-    b->n = n;
-    if (n >= BATCH || now - b->first_ts > BATCH_AGE_NS)
-        send_batch(b);
-    asm volatile("" ::: "memory");  // the record and the count are written before the batch is let go
-    b->busy = 0;
+    __builtin_memcpy(e, r, sizeof(*r));
+    submit(e);
 }
 
 static __always_inline int alloc_enter(struct pt_regs *ctx, int slot, u16 kind, u16 aux, u64 a0, u64 a1, u64 a2) {
@@ -130,38 +139,30 @@ static __always_inline int alloc_return(struct pt_regs *ctx, u16 kind) {
     c->depth = 0;
     if (c->kind != kind)
         return 0;
-    struct batch *b;
-    struct event *e = record_slot(&b);
-    if (!e) {
-        count_lost(LOST_RING_FULL);
-        return 0;
-    }
     u64 id = bpf_get_current_pid_tgid();
     u64 now = bpf_ktime_get_ns();
-    e->ts = c->ts;
-    e->dur = now - c->ts;
-    e->pid = id >> 32;
-    e->tid = (u32)id;
-    e->kind = kind;
-    e->aux = c->aux;
-    e->cpu = bpf_get_smp_processor_id();
-    e->a[0] = c->a[0];
-    e->a[1] = c->a[1];
-    e->a[2] = c->a[2];
-    e->a[3] = 0;
+    struct event r = {};
+    r.ts = c->ts;
+    r.dur = now - c->ts;
+    r.pid = id >> 32;
+    r.tid = (u32)id;
+    r.kind = kind;
+    r.aux = c->aux;
+    r.cpu = bpf_get_smp_processor_id();
+    r.a[0] = c->a[0];
+    r.a[1] = c->a[1];
+    r.a[2] = c->a[2];
     if (kind == K_POSIX_MEMALIGN && PT_REGS_RC(ctx) == 0) {
         u64 ptr = 0;  // the block is returned through the memptr argument
         bpf_probe_read_user(&ptr, sizeof(ptr), (void *)c->a[0]);
-        e->a[3] = ptr;
+        r.a[3] = ptr;
     }
-    e->a[4] = 0;
 #ifdef STACKS
     int sid = stacks.get_stackid(ctx, BPF_F_USER_STACK);
-    e->a[4] = sid >= 0 ? (u64)sid + 1 : 0;  // 0: no stack (the table was full or the walk failed)
+    r.a[4] = sid >= 0 ? (u64)sid + 1 : 0;  // 0: no stack (the table was full or the walk failed)
 #endif
-    e->a[5] = 0;
-    e->ret = PT_REGS_RC(ctx);
-    record_done(b, e, now);
+    r.ret = PT_REGS_RC(ctx);
+    put_record(&r, now);
     return 0;
 }
 
@@ -191,29 +192,18 @@ static __always_inline int alloc_direct(struct pt_regs *ctx, int slot, u16 kind,
         count_lost(LOST_TASK_STORAGE);
         return 0;
     }
-    struct batch *b;
-    struct event *e = record_slot(&b);
-    if (!e) {
-        count_lost(LOST_RING_FULL);
-        return 0;
-    }
     u64 id = bpf_get_current_pid_tgid();
     u64 now = bpf_ktime_get_ns();
-    e->ts = now;
-    e->dur = 0;
-    e->pid = id >> 32;
-    e->tid = (u32)id;
-    e->kind = kind;
-    e->aux = aux;
-    e->cpu = bpf_get_smp_processor_id();
-    e->a[0] = a0;
-    e->a[1] = a1;
-    e->a[2] = 0;
-    e->a[3] = 0;
-    e->a[4] = 0;
-    e->a[5] = 0;
-    e->ret = 0;
-    record_done(b, e, now);
+    struct event r = {};
+    r.ts = now;
+    r.pid = id >> 32;
+    r.tid = (u32)id;
+    r.kind = kind;
+    r.aux = aux;
+    r.cpu = bpf_get_smp_processor_id();
+    r.a[0] = a0;
+    r.a[1] = a1;
+    put_record(&r, now);
     return 0;
 }
 

@@ -98,12 +98,26 @@ struct alloc_call {
 #define SLOTS 20  // probe slots of alloc.bpf.c
 
 // Allocator records are gathered per CPU and go to their ring a batch at a time (one ring
-// reservation per BATCH calls instead of one per call). Mirrors tracer/backends/bpf.py BATCH_DTYPE.
+// reservation per BATCH calls instead of one per call), column by column: user space takes each
+// field of a whole batch as one contiguous run. Mirrors tracer/backends/ringbuf.py BATCH_DTYPE.
 #define BATCH 64  // a power of two
 struct batch {
-    u32 n;         // records in ev[]
+    u32 n;         // records written
     u32 pad;
     u64 busy;      // 1 while a probe on this CPU writes into the batch
     u64 first_ts;  // when its first record was written
-    struct event ev[BATCH];
+    u64 ts[BATCH];
+    u64 dur[BATCH];
+    u32 pid[BATCH];
+    u32 tid[BATCH];
+    u16 kind[BATCH];
+    u16 aux[BATCH];
+    u32 cpu[BATCH];
+    u64 a0[BATCH];
+    u64 a1[BATCH];
+    u64 a2[BATCH];
+    u64 a3[BATCH];
+    u64 a4[BATCH];
+    u64 a5[BATCH];  // never written: allocator calls have no sixth value
+    s64 ret[BATCH];
 };

@@ -338,8 +338,7 @@ class BpfBackend(Backend):
         raw = b"".join(bytes(v) for v in table[ct.c_int(0)])
         if clear:
             table.clear()
-        words = np.frombuffer(raw, dtype=np.uint64).reshape(-1, BATCH_DTYPE.itemsize // 8)
-        return batch_events(words)
+        return batch_events(np.frombuffer(raw, dtype=BATCH_DTYPE))
 
     def _skipped(self) -> int:
         """Times the kernel did not run one of our probes (another BPF program was running on that

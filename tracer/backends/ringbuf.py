@@ -28,10 +28,10 @@ BUSY_BIT = 1 << 31
 DISCARD_BIT = 1 << 30
 HEADER = np.dtype([("hdr_len", "<u4"), ("hdr_pgoff", "<u4")])
 BATCH_SLOTS = 64  # probes/heapline.h BATCH
-# probes/heapline.h struct batch: count, pad, busy, first_ts, then the events
-BATCH_DTYPE = np.dtype([("n", "<u4"), ("pad", "<u4"), ("busy", "<u8"), ("first_ts", "<u8"),
-                        ("ev", EVENT_DTYPE, (BATCH_SLOTS,))])
-BATCH_LEAD_WORDS = 3
+# probes/heapline.h struct batch: count, pad, busy, first_ts, then each field of EVENT_DTYPE for
+# BATCH_SLOTS records (a column per field)
+BATCH_DTYPE = np.dtype([("n", "<u4"), ("pad", "<u4"), ("busy", "<u8"), ("first_ts", "<u8")]
+                       + [(name, EVENT_DTYPE[name], (BATCH_SLOTS,)) for name in EVENT_DTYPE.names])
 
 
 class RingReader:
@@ -117,43 +117,29 @@ def committed(words: np.ndarray, size: int) -> tuple[Columns, int]:
 
 
 def committed_batches(words: np.ndarray, size: int) -> tuple[Columns, int]:
-    """Like :func:`committed` for records that are batches (probes/heapline.h ``struct batch``): a
-    count, two words the reader skips, then ``BATCH`` event slots of which the first count are
-    written. Returns the written events of the committed batches, in order."""
+    """Like :func:`committed` for records that are batches (probes/heapline.h ``struct batch``, of
+    ``size`` bytes): the written events of the committed batches, in order, and how many ring
+    records were consumed."""
     lens = (words[:, 0] & np.uint64(0xFFFFFFFF)).astype(np.uint32)
     busy = np.flatnonzero(lens & BUSY_BIT)
     n = int(busy[0]) if len(busy) else len(words)
     lens = lens[:n]
     if ((lens & ~np.uint32(BUSY_BIT | DISCARD_BIT)) != size).any():
         raise RuntimeError("ring buffer holds a record of unexpected size; probe and reader disagree")
+    records = words[:n].view(np.dtype(HEADER.descr + [("b", BATCH_DTYPE)])).reshape(n)["b"]
     kept = (lens & DISCARD_BIT) == 0
-    w = words[:n] if kept.all() else words[:n][kept]
-    return batch_events(w[:, 1:]), n
+    return batch_events(records if kept.all() else records[kept]), n
 
 
 def batch_events(batches: np.ndarray) -> Columns:
-    """The written events of batches given as rows of 64-bit words (count word first), split into
-    columns straight from those rows, a cache-sized group of batches at a time."""
-    per_event = EVENT_DTYPE.itemsize // 8
-    slots = (batches.shape[1] - BATCH_LEAD_WORDS) // per_event
-    counts = (batches[:, 0] & np.uint64(0xFFFFFFFF)).astype(np.int64)
-    if (counts > slots).any():
+    """The written events of ``batches`` (an array of BATCH_DTYPE), in order: each field of a full
+    batch is one contiguous run already."""
+    counts = batches["n"].astype(np.int64)
+    if (counts > BATCH_SLOTS).any():
         raise RuntimeError("a batch claims more records than it holds; probe and reader disagree")
-    # a view, no copy: batch x slot x word of the event
-    slots_view = batches[:, BATCH_LEAD_WORDS : BATCH_LEAD_WORDS + slots * per_event].reshape(
-        len(batches), slots, per_event)
-    ends = np.cumsum(counts)
-    rows = np.empty((per_event, int(ends[-1]) if len(ends) else 0), dtype=np.uint64)
-    step = max(CHUNK // slots, 1)
-    for b0 in range(0, len(batches), step):
-        part, n = slots_view[b0 : b0 + step], counts[b0 : b0 + step]
-        start = int(ends[b0] - counts[b0])
-        stop = int(ends[b0 + len(part) - 1])
-        if (n == slots).all():  # full batches: every slot is an event
-            for j in range(per_event):
-                np.copyto(rows[j, start:stop].reshape(len(part), slots), part[:, :, j])
-        else:
-            written = np.arange(slots)[None, :] < n[:, None]
-            for j in range(per_event):
-                rows[j, start:stop] = part[:, :, j][written]
-    return Columns.from_rows(rows, 0)
+    written = None if (counts == BATCH_SLOTS).all() else np.arange(BATCH_SLOTS)[None, :] < counts[:, None]
+    cols = {}
+    for name in EVENT_DTYPE.names:
+        field = batches[name]
+        cols[name] = np.ascontiguousarray(field).reshape(-1) if written is None else field[written]
+    return Columns(cols)
