@@ -134,7 +134,7 @@ def main() -> None:
     from tracer.tracefile import open_trace
 
     t = open_trace(trace)
-    events = len(t.events)
+    events = len(t)
     cpu = t.end["collector_cpu_s"]
     size = os.path.getsize(trace)
     print(f"\n{2 * big:,} allocator calls: {events:,} events recorded, {t.end['lost_total']} lost "
