@@ -13,9 +13,10 @@
 BPF_TASK_STORAGE(alloc_calls, struct alloc_call);
 // Records are written into this CPU's batch and the batch is sent to alloc_ring when full or when
 // its first record is older than BATCH_AGE_NS (at the next record on that CPU; user space reads
-// what is left in the batches after the probes are detached). A probe finding the batch taken
-// (uprobe programs run with preemption disabled, so only a preempted writer could hold it) writes
-// its record straight into the events ring instead, as the syscall probes do.
+// what is left in the batches after the probes are detached). A probe that finds the batch taken
+// writes its record straight into the events ring instead, as the syscall probes do. Uprobe
+// programs attached through perf events run with preemption disabled, so the batch is found taken
+// only on kernels that run them preemptibly (a writer preempted mid-record keeps it).
 BPF_RINGBUF_OUTPUT(alloc_ring, ALLOC_RING_PAGES);
 BPF_PERCPU_ARRAY(alloc_batch, struct batch, 1);
 #ifdef STACKS

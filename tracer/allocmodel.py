@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .columns import Events
 from .events import ALLOC_KINDS, Kind
 
 
@@ -51,7 +52,7 @@ _IS_ALLOC = np.zeros(64, dtype=bool)
 _IS_ALLOC[list(ALLOC_KINDS)] = True
 
 
-def requested_size(ev: np.ndarray) -> np.ndarray:
+def requested_size(ev: Events) -> np.ndarray:
     """The size each allocation event asked for (0 for other kinds); as the program asked it:
     pvalloc's page rounding and valloc's alignment are the allocator's."""
     form = _SIZE_FORM.take(ev["kind"], mode="clip")
@@ -70,7 +71,7 @@ def requested_size(ev: np.ndarray) -> np.ndarray:
     return size
 
 
-def live_series(ev: np.ndarray) -> LiveSeries:
+def live_series(ev: Events) -> LiveSeries:
     """``ev``: events in time order (any kinds; the allocator calls are picked out)."""
     k = np.ascontiguousarray(ev["kind"])
     ret = ev["ret"].astype(np.uint64)

@@ -115,3 +115,7 @@ def transpose(words: np.ndarray) -> np.ndarray:
     for start in range(0, n, CHUNK):
         np.copyto(rows[:, start : start + CHUNK], words[start : start + CHUNK].T)
     return rows
+
+
+#: events as every whole-trace scan takes them: a structured array of EVENT_DTYPE or Columns
+Events = np.ndarray | Columns

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .allocmodel import live_series
+from .columns import Events
 from .events import Kind
 from .model import Timeline, build
 from .tracefile import Trace
@@ -49,7 +50,7 @@ def _rel(ts: int, t0: int) -> float:
     return round((ts - t0) / 1e9, 6)
 
 
-def trim_threshold(trace: Trace, ev: np.ndarray) -> tuple[int, str]:
+def trim_threshold(trace: Trace, ev: Events) -> tuple[int, str]:
     """The trim threshold in force at the end, and where it comes from."""
     value, source = DEFAULT_TRIM_THRESHOLD, "glibc's default"
     env = trace.meta.get("malloc_env") or {}
@@ -88,14 +89,14 @@ def explain(trace: Trace, at_ns: int | None = None, pid: int | None = None) -> l
     return sorted(out, key=lambda f: (f.ts is None, f.ts or 0))
 
 
-def _heap_blocks(tl: Timeline, ev: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _heap_blocks(tl: Timeline, ev: Events) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     live = live_series(ev)
     brk = int(tl.breaks["brk"].iloc[-1]) if len(tl.breaks) else tl.start_brk
     inside = (live.open_ptr >= tl.start_brk) & (live.open_ptr < brk)
     return live.open_ptr[inside], live.open_size[inside], live.open_ts[inside]
 
 
-def _heap_top(trace: Trace, tl: Timeline, ev: np.ndarray, family: str | None) -> list[Finding]:
+def _heap_top(trace: Trace, tl: Timeline, ev: Events, family: str | None) -> list[Finding]:
     """BRK_PINNED_BY_LIVE_CHUNK and TOP_BELOW_TRIM_THRESHOLD, from the blocks live at the end."""
     if family not in (None, "glibc") or not len(tl.breaks) or not (ev["kind"] >= Kind.MALLOC).any():
         return []
@@ -130,7 +131,7 @@ def _heap_top(trace: Trace, tl: Timeline, ev: np.ndarray, family: str | None) ->
     return found
 
 
-def _trim_releases(trace: Trace, tl: Timeline, ev: np.ndarray, family: str | None) -> list[Finding]:
+def _trim_releases(trace: Trace, tl: Timeline, ev: Events, family: str | None) -> list[Finding]:
     """RELEASED_BY_TRIM: what each malloc_trim() gave back, by which call, and RSS around it."""
     out = []
     for call in ev[ev["kind"] == Kind.MALLOC_TRIM]:
@@ -159,7 +160,7 @@ def _asof(frame: pd.DataFrame, col: str, ts: int) -> int | None:
     return int(f[col].iloc[-1]) if len(f) else None
 
 
-def _mmap_chunks(trace: Trace, tl: Timeline, ev: np.ndarray, family: str | None) -> list[Finding]:
+def _mmap_chunks(trace: Trace, tl: Timeline, ev: Events, family: str | None) -> list[Finding]:
     """MMAP_CHUNK_RETURNED: munmap inside free(); glibc then raises its thresholds."""
     r = tl.releases[(tl.releases["call"] == "munmap") & (tl.releases["inside"].isin(["free", "realloc"]))]
     if not len(r):
@@ -177,7 +178,7 @@ def _mmap_chunks(trace: Trace, tl: Timeline, ev: np.ndarray, family: str | None)
     return [Finding("MMAP_CHUNK_RETURNED", msg, evidence, int(r["ts"].iloc[0]))]
 
 
-def _not_consolidated(trace: Trace, tl: Timeline, ev: np.ndarray, family: str | None) -> list[Finding]:
+def _not_consolidated(trace: Trace, tl: Timeline, ev: Events, family: str | None) -> list[Finding]:
     """FREED_NOT_CONSOLIDATED: many small blocks freed, the heap still large, no trim since."""
     if family not in (None, "glibc") or not len(tl.breaks):
         return []
@@ -207,7 +208,7 @@ def _not_consolidated(trace: Trace, tl: Timeline, ev: np.ndarray, family: str | 
         int(frees["ts"][-1]))]
 
 
-def _reused(trace: Trace, tl: Timeline, ev: np.ndarray, family: str | None) -> list[Finding]:
+def _reused(trace: Trace, tl: Timeline, ev: Events, family: str | None) -> list[Finding]:
     """REUSED_NOT_GROWN: live bytes rose again after frees while the break did not grow."""
     live, br = tl.live, tl.breaks
     if len(live) < 3 or not len(br):
@@ -231,7 +232,7 @@ def _reused(trace: Trace, tl: Timeline, ev: np.ndarray, family: str | None) -> l
         t_trough)]
 
 
-def _arenas(trace: Trace, tl: Timeline, ev: np.ndarray, family: str | None) -> list[Finding]:
+def _arenas(trace: Trace, tl: Timeline, ev: Events, family: str | None) -> list[Finding]:
     """ARENA_RETAINED: memory kept in the heaps of non-main arenas at the end."""
     mp = tl.mappings
     if not len(mp) or family not in (None, "glibc"):  # other allocators map MAP_NORESERVE regions too
@@ -247,7 +248,7 @@ def _arenas(trace: Trace, tl: Timeline, ev: np.ndarray, family: str | None) -> l
          "ranges": [[hex(int(a)), hex(int(b))] for a, b in zip(alive["start"], alive["end"], strict=True)][:20]})]
 
 
-def _decay(trace: Trace, tl: Timeline, ev: np.ndarray, family: str | None) -> list[Finding]:
+def _decay(trace: Trace, tl: Timeline, ev: Events, family: str | None) -> list[Finding]:
     """ALLOCATOR_DECAY: a non-glibc allocator returning dirty pages later, by madvise."""
     if family in (None, "glibc", "unknown"):
         return []
@@ -264,7 +265,7 @@ def _decay(trace: Trace, tl: Timeline, ev: np.ndarray, family: str | None) -> li
         int(r["ts"].iloc[0]))]
 
 
-def _exit(trace: Trace, tl: Timeline, ev: np.ndarray, family: str | None) -> list[Finding]:
+def _exit(trace: Trace, tl: Timeline, ev: Events, family: str | None) -> list[Finding]:
     """RETURNED_AT_EXIT: the process gave everything back by exiting."""
     ex = ev[(ev["kind"] == Kind.EXIT) & (ev["a2"] == 1)]
     if not len(ex) or not len(tl.memory):

@@ -26,6 +26,7 @@ import pandas as pd
 
 from .addrspace import ERRNO_MAX, MAP_ANONYMOUS, AddressSpace
 from .allocmodel import live_series
+from .columns import Events
 from .decode import RELEASE_ADVICE, advice_name
 from .events import KIND_NAMES, Kind
 from .tracefile import Trace
@@ -49,7 +50,7 @@ class Timeline:
     unmatched_frees: int
 
 
-def _ok(ev: np.ndarray) -> np.ndarray:
+def _ok(ev: Events) -> np.ndarray:
     r = ev["ret"]
     return ~((r < 0) & (r >= -ERRNO_MAX))
 
@@ -68,7 +69,7 @@ def _what(prot: int, anon: bool, flags: int, size: int) -> str:
     return "anon"
 
 
-def _segment(ev: np.ndarray) -> np.ndarray:
+def _segment(ev: Events) -> Events:
     """The events of the address space the timeline describes: from the last exec on."""
     ex = np.flatnonzero(ev["kind"] == Kind.EXEC)
     return ev[ex[-1] :] if len(ex) else ev
@@ -151,7 +152,7 @@ def build(trace: Trace, pid: int | None = None) -> Timeline:
     return Timeline(pid, t0, start_brk, breaks, mp, releases, rss, live, memory, ls.unmatched_frees)
 
 
-def _releases(ev: np.ndarray, kind: np.ndarray, breaks: pd.DataFrame, page: int) -> pd.DataFrame:
+def _releases(ev: Events, kind: np.ndarray, breaks: pd.DataFrame, page: int) -> pd.DataFrame:
     parts = []
     # brk shrinks
     prev = breaks["brk"].shift(1)
@@ -192,7 +193,7 @@ FREE_WINDOW_NS = 1_000_000  # a free()'s own syscalls follow its entry within th
 _CONTEXT = np.array([Kind.BRK, Kind.MMAP, Kind.MUNMAP, Kind.MREMAP, Kind.MADVISE, Kind.MPROTECT], dtype=np.uint16)
 
 
-def _last_before(ev: np.ndarray, cand: np.ndarray, q_ts: np.ndarray, q_tid: np.ndarray, strict: bool) -> np.ndarray:
+def _last_before(ev: Events, cand: np.ndarray, q_ts: np.ndarray, q_tid: np.ndarray, strict: bool) -> np.ndarray:
     """For each query (time, thread): the index in ``ev`` of the thread's last event among the ``cand``
     indices at or before that time (strictly before when ``strict``), or -1. ``ev`` is in time order."""
     out = np.full(len(q_ts), -1, dtype=np.int64)
@@ -217,7 +218,7 @@ def _last_before(ev: np.ndarray, cand: np.ndarray, q_ts: np.ndarray, q_tid: np.n
     return out
 
 
-def _enclosing_allocator_call(ev: np.ndarray, rel: pd.DataFrame) -> list[str | None]:
+def _enclosing_allocator_call(ev: Events, rel: pd.DataFrame) -> list[str | None]:
     """For each release, the allocator call it happened in, when that is known:
 
     - a call with a return probe that was still running (entry <= ts <= entry + duration);

@@ -8,6 +8,7 @@ import numpy as np
 
 from .addrspace import ERRNO_MAX, AddressSpace
 from .allocmodel import live_series
+from .columns import Events
 from .decode import RELEASE_ADVICE, advice_name
 from .events import ALLOCATOR_KINDS, KIND_NAMES, SYSCALL_KINDS, Kind
 from .tracefile import FORMAT_VERSION, Trace
@@ -15,19 +16,19 @@ from .tracefile import FORMAT_VERSION, Trace
 _MAP_KINDS = np.array([Kind.MMAP, Kind.MUNMAP, Kind.MREMAP, Kind.MPROTECT], dtype=np.uint16)
 
 
-def _ok(ev: np.ndarray) -> np.ndarray:
+def _ok(ev: Events) -> np.ndarray:
     """Calls that succeeded (ret is not -errno)."""
     r = ev["ret"]
     return ~((r < 0) & (r >= -ERRNO_MAX))
 
 
-def _last_exec(ev: np.ndarray) -> np.ndarray:
+def _last_exec(ev: Events) -> Events:
     """Events of one process from its last execve on (the address space the summary describes)."""
     ex = np.flatnonzero(ev["kind"] == Kind.EXEC)
     return ev[ex[-1] :] if len(ex) else ev
 
 
-def process_summary(ev: np.ndarray, page_size: int, snapshot: dict | None) -> dict[str, Any]:
+def process_summary(ev: Events, page_size: int, snapshot: dict | None) -> dict[str, Any]:
     """brk, mmap, madvise and rss figures of one process (its events in time order)."""
     ev = _last_exec(ev)
     kind = ev["kind"]
@@ -91,7 +92,7 @@ def process_summary(ev: np.ndarray, page_size: int, snapshot: dict | None) -> di
     }
 
 
-def alloc_summary(ev: np.ndarray) -> dict[str, Any]:
+def alloc_summary(ev: Events) -> dict[str, Any]:
     """Allocator calls of one process (its events in time order)."""
     kinds, n = np.unique(ev["kind"], return_counts=True)
     counts = dict(zip(kinds.tolist(), n.tolist(), strict=True))
@@ -106,7 +107,7 @@ def alloc_summary(ev: np.ndarray) -> dict[str, Any]:
     }
 
 
-def _by_kind(ev: np.ndarray) -> dict[str, int]:
+def _by_kind(ev: Events) -> dict[str, int]:
     counts = {KIND_NAMES[int(k)]: 0 for k in SYSCALL_KINDS}
     kinds, n = np.unique(ev["kind"], return_counts=True)
     for k, c in zip(kinds.tolist(), n.tolist(), strict=False):
@@ -114,7 +115,7 @@ def _by_kind(ev: np.ndarray) -> dict[str, int]:
     return counts
 
 
-def _exit_code(trace: Trace, ev: np.ndarray) -> int | None:
+def _exit_code(trace: Trace, ev: Events) -> int | None:
     meta = trace.meta
     if not meta.get("attached") and meta.get("exit_code") is not None:
         return int(meta["exit_code"])

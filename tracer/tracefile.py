@@ -67,11 +67,8 @@ def to_batch(events: np.ndarray | Columns, schema: pa.Schema) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(cols, schema=schema)
 
 
-def from_table(table: pa.Table) -> np.ndarray:
-    return columns_from_table(table).to_records()
-
-
 def columns_from_table(table: pa.Table) -> Columns:
+    """The events of a trace's Arrow table, a contiguous array per field."""
     cols: dict[str, np.ndarray] = {}
     for name in EVENT_DTYPE.names:
         col = table.column(name)

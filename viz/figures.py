@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from tracer.columns import Events
 from tracer.model import Timeline
 from tracer.tracefile import Trace
 from viz.addrmap import address_map
@@ -49,7 +50,7 @@ def span_of(trace: Trace, tl: Timeline) -> tuple[int, int]:
     return tl.t0, end
 
 
-def active_window(seg: np.ndarray, t0: int, end: int) -> list[float]:
+def active_window(seg: Events, t0: int, end: int) -> list[float]:
     """The initial view: from the first to the last event of the address space shown (seconds, padded)."""
     if len(seg) < 2:
         return [0.0, (end - t0) / 1e9]

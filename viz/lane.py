@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tracer.columns import Events
 from tracer.decode import RELEASE_ADVICE, format_call
 from tracer.events import KIND_NAMES, Kind
 from tracer.model import Timeline
@@ -60,7 +61,7 @@ def at(ns: int) -> str:
     return f"{ns / 1e3:.1f} µs"
 
 
-def segment(events: np.ndarray, pid: int) -> np.ndarray:
+def segment(events: Events, pid: int) -> Events:
     """The events of ``pid`` from its last execve on: the address space the timeline describes."""
     mine = events["pid"] == pid
     ev = events if mine.all() else events[mine]
@@ -76,14 +77,14 @@ def _page_up(n: np.ndarray, page: int) -> np.ndarray:
 class Calls:
     """The lane's calls with what each did: signed bytes (+ grew, - gave back), effect, break after."""
 
-    ev: np.ndarray
+    ev: Events
     moved: np.ndarray  # int64: bytes, signed
     effect: np.ndarray  # int8: 1 grow, -1 release, 0 neither
     failed: np.ndarray
     brk_after: np.ndarray  # int64, 0 when no break is known yet
 
 
-def calls(seg: np.ndarray, tl: Timeline, page: int) -> Calls:
+def calls(seg: Events, tl: Timeline, page: int) -> Calls:
     """The lane's calls among ``seg``, the events of the address space shown (see :func:`segment`)."""
     k = seg["kind"]
     ev = seg[((k >= Kind.BRK) & (k <= Kind.MPROTECT)) | (k == Kind.MALLOC_TRIM) | (k == Kind.MALLOPT)]
@@ -182,7 +183,7 @@ def _color(kind: int, look: int) -> str:
     return ANON
 
 
-def lane_traces(seg: np.ndarray, tl: Timeline, page: int, t0: int, span: int,
+def lane_traces(seg: Events, tl: Timeline, page: int, t0: int, span: int,
                 axes: tuple[str, str] = ("x2", "y2")) -> tuple[list[dict[str, Any]], list[str], dict[str, Any]]:
     """Plotly traces of the lane (one per kind and look: plain styles draw fastest), its row names
     (bottom to top) and what was drawn."""
