@@ -92,6 +92,24 @@ class Columns:
             return parts[0]
         return Columns({name: np.concatenate([p.cols[name] for p in parts]) for name in NAMES})
 
+    @staticmethod
+    def merged(parts: Iterable[Columns]) -> Columns:
+        """The events of ``parts`` in time order, as a stable sort of their concatenation would give
+        them, but with the largest part copied once rather than sorted and gathered: the smaller
+        parts (sorted) are inserted into it."""
+        parts = [p.sorted_by_time() for p in parts if len(p)]
+        if len(parts) < 2:
+            return parts[0] if parts else Columns.empty()
+        at = max(range(len(parts)), key=lambda i: len(parts[i]))
+        big = parts[at]
+        small = Columns.concat(parts[:at] + parts[at + 1 :])
+        before = sum(len(p) for p in parts[:at])  # rows of parts listed before the big one: first at equal times
+        order = np.argsort(small["ts"], kind="stable")
+        small = small.take(order)
+        pos = np.where(order < before, np.searchsorted(big["ts"], small["ts"], side="left"),
+                       np.searchsorted(big["ts"], small["ts"], side="right"))
+        return Columns({name: np.insert(big.cols[name], pos, small.cols[name]) for name in NAMES})
+
     def take(self, index: np.ndarray) -> Columns:
         return Columns({name: col[index] for name, col in self.cols.items()})
 

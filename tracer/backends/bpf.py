@@ -261,7 +261,7 @@ class BpfBackend(Backend):
         batches = self._batches.drain() if self._batches is not None else Columns.empty()
         extra = [a for a in (self._spare.drain(), batches, Columns.from_records(self._trailing_rss())) if len(a)]
         if extra:
-            ev = Columns.concat([ev, *extra]).sorted_by_time()
+            ev = Columns.merged([ev, *extra])
         if not self._exec_seen and len(ev):
             ev = self._drop_launcher_calls(ev)
         if self._maps is not None and self._exec_seen:
@@ -384,7 +384,7 @@ class BpfBackend(Backend):
             if self._batches is not None:
                 rest = self._batch_leftovers()
                 if len(rest):
-                    self._leftover = Columns.concat([self._leftover, rest]).sorted_by_time()
+                    self._leftover = Columns.merged([self._leftover, rest])
                 self._batches.close()
             self._reader.close()
             self._spare.close()
