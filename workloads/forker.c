@@ -33,15 +33,8 @@
 
 static char *volatile blocks[NBLOCKS];
 
-static void child(int rfd)
+static void child(void)
 {
-    char c;
-    ssize_t r;
-    do /* wait until the parent has printed "HL fork" */
-        r = read(rfd, &c, 1);
-    while (r < 0 && errno == EINTR);
-    close(rfd);
-
     for (int i = 0; i < NBLOCKS; i++) {
         char *p = malloc(BLOCK);
         if (!p)
@@ -84,27 +77,7 @@ int main(void)
     hl_pid();
     hl_brk("start");
 
-    int fds[2];
-    if (pipe(fds) != 0)
-        hl_die("pipe");
-    pid_t pid = fork();
-    if (pid < 0)
-        hl_die("fork");
-    if (pid == 0) {
-        close(fds[1]);
-        child(fds[0]);
-    }
-    close(fds[0]);
-    hl_fork(pid);
-    if (write(fds[1], "g", 1) != 1)
-        hl_die("write(pipe)");
-    close(fds[1]);
-
-    int status;
-    while (waitpid(pid, &status, 0) < 0)
-        if (errno != EINTR)
-            hl_die("waitpid");
-    hl_wait(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+    hl_reap(hl_fork_gated(child));
 
     pthread_t t;
     int err = pthread_create(&t, NULL, thread_main, NULL);

@@ -24,6 +24,7 @@
 #include <stdio.h> /* vsnprintf only: it formats into our buffer and never allocates here */
 #include <stdlib.h>
 #include <sys/types.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define HL_LINE_MAX 256
@@ -105,6 +106,48 @@ static inline void hl_die(const char *what)
         (void)w;
     }
     _exit(125);
+}
+
+/* fork(); the child runs child() (which must not return) only once the parent has printed
+ * "HL fork", so the report lists the fork before anything the child says. Returns the child's pid. */
+static inline pid_t hl_fork_gated(void (*child)(void))
+{
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0)
+        hl_die("pipe2");
+    pid_t pid = fork();
+    if (pid < 0)
+        hl_die("fork");
+    if (pid == 0) {
+        close(fds[1]);
+        char c;
+        ssize_t r;
+        do
+            r = read(fds[0], &c, 1);
+        while (r < 0 && errno == EINTR);
+        close(fds[0]);
+        child();
+        _exit(0);
+    }
+    close(fds[0]);
+    hl_fork(pid);
+    if (write(fds[1], "g", 1) != 1)
+        hl_die("write(pipe)");
+    close(fds[1]);
+    return pid;
+}
+
+/* Wait for a child and report how it ended ("HL wait", 128 + signal when killed). */
+static inline void hl_reap(pid_t pid)
+{
+    int st;
+    pid_t w;
+    do
+        w = waitpid(pid, &st, 0);
+    while (w < 0 && errno == EINTR);
+    if (w != pid)
+        hl_die("waitpid");
+    hl_wait(WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
 }
 
 /* RssAnon of /proc/self/status in bytes, read with read(2) into the stack (no stdio, no malloc). */

@@ -37,15 +37,8 @@ static char *volatile child_blocks[CHILD_BLOCKS];
 /* "HL child rss anon=<bytes>" (hl_rss() prints "HL rss"). */
 static void child_rss(void) { hl_line("HL child rss anon=%ld", hl_rss_anon()); }
 
-static void child(int rfd)
+static void child(void)
 {
-    char c;
-    ssize_t r;
-    do /* wait until the parent has printed "HL fork" */
-        r = read(rfd, &c, 1);
-    while (r < 0 && errno == EINTR);
-    close(rfd);
-
     for (int i = 0; i < CHILD_BLOCKS; i++) {
         char *p = malloc(CHILD_BLOCK);
         if (!p)
@@ -76,30 +69,7 @@ int main(int argc, char **argv)
     }
     sc_phase("before-fork");
 
-    int fds[2];
-    if (pipe2(fds, O_CLOEXEC) != 0)
-        hl_die("pipe2");
-    pid_t pid = fork();
-    if (pid < 0)
-        hl_die("fork");
-    if (pid == 0) {
-        close(fds[1]);
-        child(fds[0]);
-    }
-    close(fds[0]);
-    hl_fork(pid);
-    if (write(fds[1], "g", 1) != 1)
-        hl_die("write(pipe)");
-    close(fds[1]);
-
-    int st;
-    pid_t w;
-    do
-        w = waitpid(pid, &st, 0);
-    while (w < 0 && errno == EINTR);
-    if (w != pid)
-        hl_die("waitpid");
-    hl_wait(WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
+    hl_reap(hl_fork_gated(child));
     sc_phase("after-child");
 
     hl_done();
