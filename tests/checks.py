@@ -86,9 +86,9 @@ def check_phases(trace_path: str, out: str, attached: bool) -> None:
     assert s["mmap"]["anon_bytes_peak"] - s["mmap"]["anon_bytes_final"] == 32 * PAGE
     rss_end = int(rep.all("rss")[0]["anon"])
     assert s["rss"]["anon_peak"] > 0
-    if t.meta["backend"]["name"] == "bpf":  # rss_stat in the kernel: exact; strace samples /proc every 10 ms
-        assert s["rss"]["anon_final"] == rss_end
-        assert s["rss"]["anon_peak"] >= rss_end
+    # bpf: rss_stat in the kernel; strace: /proc sampled while strace holds the exit_group
+    assert s["rss"]["anon_final"] == rss_end
+    assert s["rss"]["anon_peak"] >= rss_end
     assert s["events"]["by_kind"]["mremap"] == 1
     assert s["target"]["exit_code"] == 0
     exits = of_pid(ev, pid, Kind.EXIT)

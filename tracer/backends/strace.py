@@ -32,6 +32,8 @@ from .base import Backend, BackendInfo, LaunchSpec, Options
 from .strace_parse import StraceParser, strace_args
 
 MIN_RSS_PERIOD_NS = 10_000_000
+#: How long strace holds each exit_group so the reader can take the process's last RSS sample.
+EXIT_HOLD_US = 30_000
 
 
 def clock_offset_ns(samples: int = 7) -> int:
@@ -125,7 +127,10 @@ class StraceBackend(Backend):
 
     def _args(self, fifo: str, follow: bool, seccomp: bool) -> list[str]:
         self._seccomp = seccomp and follow and self._version >= (5, 3)
-        return strace_args(fifo, follow=follow, seccomp=self._seccomp, ns_precision=self._version >= (6, 0))
+        hold = EXIT_HOLD_US if self._version >= (4, 22) else 0  # delay_enter came in strace 4.22
+        return strace_args(
+            fifo, follow=follow, seccomp=self._seccomp, ns_precision=self._version >= (6, 0), exit_hold_us=hold
+        )
 
     def _start_reader(self) -> None:
         self._reader = threading.Thread(target=self._read_loop, name="strace-reader", daemon=True)
@@ -233,7 +238,10 @@ class StraceBackend(Backend):
                     for line in lines:
                         self._parser.feed(line.decode("utf-8", errors="replace"))
                     self._parser.advance()
-                self._sample_rss(new_only=True)  # a process that just started gets its first sample now
+                if b"exit_group(" in chunk:  # strace holds the call: the last sample before the memory goes
+                    self._sample_rss(new_only=False)
+                else:
+                    self._sample_rss(new_only=True)  # a process that just started gets its first sample now
             if buf:
                 with self._lock:
                     self._parser.feed(buf.decode("utf-8", errors="replace"))

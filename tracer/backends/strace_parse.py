@@ -58,8 +58,15 @@ TRACED_SYSCALLS = ",".join([*MEMORY_CALLS, "clone,clone3,fork,vfork,execve,execv
 QUIET_SIGNALS = "!SIGCHLD,SIGURG,SIGWINCH,SIGCONT"
 
 
-def strace_args(output: str, *, follow: bool, seccomp: bool, ns_precision: bool = True) -> list[str]:
-    """strace options (all but the target) whose output this parser reads."""
+def strace_args(
+    output: str, *, follow: bool, seccomp: bool, ns_precision: bool = True, exit_hold_us: int = 0
+) -> list[str]:
+    """strace options (all but the target) whose output this parser reads.
+
+    ``exit_hold_us`` > 0 makes strace hold each ``exit_group`` that long before the kernel runs it
+    (``-e inject=exit_group:delay_enter=``): strace prints the call's entry first, so whoever reads
+    the output can still sample the process's memory before its address space is torn down.
+    """
     args = ["-f"] if follow else []
     if ns_precision:
         args += ["--absolute-timestamps=format:unix,precision:ns", "--syscall-times=ns"]
@@ -68,8 +75,10 @@ def strace_args(output: str, *, follow: bool, seccomp: bool, ns_precision: bool 
     args += ["-X", "raw", "-q"]
     if seccomp:
         args.append("--seccomp-bpf")
-    args += ["-e", f"trace={TRACED_SYSCALLS}", "-e", f"signal={QUIET_SIGNALS}", "-o", output]
-    return args
+    args += ["-e", f"trace={TRACED_SYSCALLS}", "-e", f"signal={QUIET_SIGNALS}"]
+    if exit_hold_us > 0:
+        args += ["-e", f"inject=exit_group:delay_enter={int(exit_hold_us)}"]
+    return [*args, "-o", output]
 
 
 def parse_seconds(whole: str, frac: str) -> int:

@@ -11,7 +11,7 @@ for p in calls threads forks thread_exec killed churn; do
 done
 opts="-f --absolute-timestamps=format:unix,precision:ns --syscall-times=ns -q --seccomp-bpf
  -e trace=brk,mmap,munmap,mremap,madvise,mprotect,clone,clone3,fork,vfork,execve,execveat,exit,exit_group
- -e signal=!SIGCHLD,SIGURG,SIGWINCH,SIGCONT"
+ -e signal=!SIGCHLD,SIGURG,SIGWINCH,SIGCONT -e inject=exit_group:delay_enter=30000"
 cd "$work"
 # calls: the same run twice without ASLR, numeric (-X raw, what the backend parses) and decoded.
 setarch -R strace $opts -X raw -o "$here/calls.raw.txt" ./calls || true
