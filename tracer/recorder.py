@@ -22,7 +22,7 @@ from .tracefile import TraceWriter
 
 POLL_S = 0.05
 FLUSH_S = 1.0  # a SIGKILLed recorder loses at most this much
-FLUSH_EVENTS = 1 << 16  # larger polls go to disk as they are: no concatenation
+FLUSH_EVENTS = 1 << 13  # a poll this large goes to disk as it is (no copy into a larger batch)
 GRACE_AFTER_INTERRUPT_S = 2.0
 LIBC_TRIES = 40  # polls (2 s) spent looking for the target's C library in /proc/PID/maps
 
