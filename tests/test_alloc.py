@@ -85,9 +85,10 @@ def check(trace: str, rep: Report, aliases: bool = True) -> None:
     pm = calls[calls["kind"] == Kind.POSIX_MEMALIGN]
     assert [int(x) for x in pm["a3"]] == [num(kv["ptr"]) for kv in rep.all("posix_memalign")]
 
-    s = json.loads(run_heapline("summary", trace, "--json").stdout)
+    s = json.loads(run_heapline("summary", trace, "--json", "--all-processes").stdout)
     assert s["alloc"]["traced"] is True
-    assert s["alloc"]["calls"]["malloc"] >= want["malloc"]
+    (proc,) = [p for p in s["processes"] if p["pid"] == pid]
+    assert proc["alloc"]["calls"]["malloc"] >= want["malloc"]
 
 
 @needs_root
@@ -251,3 +252,46 @@ def test_another_tracer_on_the_same_functions(tmp_path) -> None:
         for o in others:
             o.kill()
     check(trace, parse_report(out))
+
+
+@needs_root
+def test_a_forked_and_execed_child_is_traced(tmp_path) -> None:
+    """sh forks, the child execs alloc_calls: its calls are traced call for call, as if launched."""
+    trace = str(tmp_path / "c.trace")
+    script = f"{workload('alloc_calls')} --extra --threads 2; true"  # not the last command: sh forks
+    r = run_heapline("record", "-q", "-o", trace, "--", "/bin/sh", "-c", script)
+    assert r.returncode == 0, r.stderr
+    rep = parse_report(r.stdout)
+    assert int(rep.all("pid")[0]["pid"]) != open_trace(trace).header["pid"]
+    check(trace, rep)
+
+
+@needs_root
+def test_a_child_forked_after_the_attach_is_traced(tmp_path) -> None:
+    trace = str(tmp_path / "c.trace")
+    script = f"echo 'HL ready'; head -c1 >/dev/null; {workload('alloc_calls')} --extra; true"
+    out = record_attached(["/bin/sh", "-c", script], trace)
+    check(trace, parse_report(out))
+
+
+@needs_root
+@pytest.mark.parametrize("follow", [True, False])
+def test_a_forked_childs_own_blocks(follow: bool, tmp_path) -> None:
+    """forker's child mallocs 1049 blocks of 1000 bytes and exits without freeing them."""
+    trace = str(tmp_path / "f.trace")
+    r = run_heapline("record", "-q", *([] if follow else ["--no-follow"]), "-o", trace, "--", workload("forker"))
+    assert r.returncode == 0, r.stderr
+    child = int(parse_report(r.stdout).all("fork")[0]["child"])
+    t = open_trace(trace)
+    assert t.header["backend"]["allocator"]["children"] is follow
+    ev = t.events[(t.events["pid"] == child) & (t.events["kind"] >= Kind.MALLOC)]
+    if not follow:
+        assert len(ev) == 0
+        return
+    assert counts(ev) == {**{name: 0 for name in COUNTED}, "malloc": 1049}
+    assert (ev["a0"] == 1000).all()
+    live = live_series(ev)
+    assert (live.bytes_final, live.blocks_final, live.unmatched_frees) == (1049 * 1000, 1049, 0)
+    s = json.loads(run_heapline("summary", trace, "--json", "--all-processes").stdout)
+    (mine,) = [p for p in s["processes"] if p["pid"] == child]
+    assert mine["alloc"]["calls"]["malloc"] == 1049 and mine["alloc"]["live_bytes_final"] == 1049 * 1000

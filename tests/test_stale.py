@@ -26,20 +26,21 @@ def test_only_dead_heapline_definitions_are_removed(tmp_path, monkeypatch) -> No
     ours, theirs = _dead_pid(), _dead_pid()
     stale.register(ours)  # a heapline recorder that was SIGKILLed
     target = "/bin/true"
-    mine = f"p_heapline_test_bcc_{ours}"
-    other = f"p_heapline_test_bcc_{theirs}"  # same naming, another tool's: not registered
-    stale.write_event(EVENTS, f"p:uprobes/{mine} {target}:0x1000")
-    stale.write_event(EVENTS, f"p:uprobes/{other} {target}:0x1000")
+    # bcc's fallback naming, and heapline's own (tracer/backends/uprobes.py)
+    mine = [("uprobes", f"p_heapline_test_bcc_{ours}"), ("heapline", f"malloc_{ours}_1")]
+    other = [("uprobes", f"p_heapline_test_bcc_{theirs}"), ("heapline", f"malloc_{theirs}_1")]  # not registered
+    for group, name in mine + other:
+        stale.write_event(EVENTS, f"p:{group}/{name} {target}:0x1000")
     try:
         removed = stale.clean()
         text = EVENTS.read_text()
-        assert removed == [mine]
-        assert mine not in text and other in text
+        assert sorted(removed) == sorted(name for _, name in mine)
+        assert all(name not in text for _, name in mine) and all(name in text for _, name in other)
         assert not (tmp_path / "registry" / str(ours)).exists()
     finally:
-        for name in (mine, other):
+        for group, name in mine + other:
             try:
-                stale.write_event(EVENTS, f"-:uprobes/{name}")
+                stale.write_event(EVENTS, f"-:{group}/{name}")
             except OSError:
                 pass
 

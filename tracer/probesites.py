@@ -95,6 +95,7 @@ class ProbeSite:
     reason: str
     aliases: list[str] = field(default_factory=list)
     stack_shift: int | None = 0  # bytes pushed or reserved on the stack before the site
+    file_offset: int = -1  # where ``address`` is in the file (what a uprobe definition names)
 
     @property
     def return_probe_ok(self) -> bool:
@@ -296,6 +297,13 @@ def _load_segments(elf: ELFFile) -> list[tuple[int, int, bytes, bool]]:
     return out
 
 
+def _file_offset(segments: list[tuple[int, int, bytes, bool]], vaddr: int) -> int:
+    for base, offset, data, _ in segments:
+        if base <= vaddr < base + len(data):
+            return offset + vaddr - base
+    return -1
+
+
 def _read_at(segments: list[tuple[int, int, bytes, bool]], vaddr: int, size: int) -> bytes | None:
     for base, _, data, _ in segments:
         if base <= vaddr < base + len(data):
@@ -386,4 +394,5 @@ def choose_sites(
             function, code, value, regs, aliases=aliases, outside_targets=targets[near].tolist(),
             sized=size > 0, kernel=kernel,
         )  # fmt: skip
+        out[function].file_offset = _file_offset(segments, value)
     return out

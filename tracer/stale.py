@@ -1,9 +1,11 @@
 """Uprobe definitions left in tracefs by heapline recorders that were killed.
 
-When bcc cannot create a uprobe through the perf ``uprobe`` PMU it writes a definition into
-``uprobe_events`` named ``..._bcc_<tracer pid>``; a tracer killed with SIGKILL never removes it.
-Each bpf recording registers its pid in ``/run/heapline/``; the next one removes the definitions
-of registered recorders that are gone, and only those: other tools' probes are never touched.
+The allocator probes are defined in ``uprobe_events`` as ``heapline/<function>_<recorder pid>_<n>``
+(tracer/backends/uprobes.py), and where bcc cannot create a uprobe through the perf ``uprobe`` PMU
+it writes a definition named ``..._bcc_<tracer pid>``; a recorder killed with SIGKILL removes
+neither. Each bpf recording registers its pid in ``/run/heapline/``; the next one removes the
+definitions of registered recorders that are gone, and only those: other tools' probes are never
+touched.
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ from pathlib import Path
 
 REGISTRY = Path("/run/heapline")
 UPROBE_EVENTS = Path("/sys/kernel/tracing/uprobe_events")
-_NAME = re.compile(r"^[pr]:(?P<group>[^/\s]+)/(?P<name>\S+_bcc_(?P<pid>\d+))\s")
+_NAMES = (
+    re.compile(r"^[pr]:(?P<group>[^/\s]+)/(?P<name>\S+_bcc_(?P<pid>\d+))\s"),
+    re.compile(r"^[pr]:(?P<group>heapline)/(?P<name>\w+?_(?P<pid>\d+)_\d+)\s"),
+)
 
 
 def _is_heapline(pid: int) -> bool:
@@ -51,7 +56,8 @@ def dead_recorders() -> set[int]:
 
 
 def write_event(events_file: Path, line: str) -> None:
-    """Append one definition or removal (never O_TRUNC: that would drop every uprobe on the machine)."""
+    """Append one definition or removal (never O_TRUNC: that would drop every uprobe on the machine;
+    and os.open, not open(..., "a"), which seeks to the end: uprobe_events answers a seek with EINVAL)."""
     fd = os.open(events_file, os.O_WRONLY | os.O_APPEND)
     try:
         os.write(fd, (line + "\n").encode())
@@ -70,7 +76,7 @@ def clean(events_file: Path = UPROBE_EVENTS) -> list[str]:
     except OSError:
         lines = []
     for line in lines:
-        m = _NAME.match(line + " ")
+        m = next((m for m in (r.match(line + " ") for r in _NAMES) if m), None)
         if not m or int(m["pid"]) not in dead:
             continue
         try:

@@ -6,11 +6,8 @@ import ctypes as ct
 import mmap
 import os
 import subprocess
-import sys
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
@@ -22,10 +19,11 @@ from ..errors import BackendUnavailable, Exit, HeaplineError
 from ..events import EVENT_DTYPE, Kind
 from ..launch import HeldChild
 from . import alloc
+from .alloc import captured_stderr
 from .base import Backend, BackendInfo, LaunchSpec, Options
 from .ringbuf import BATCH_DTYPE, RingReader, batch_events
+from .uprobes import TRACEFS, Uprobes
 
-TRACEFS = Path("/sys/kernel/tracing")
 TRACE_ACTIVE = 1
 UNKNOWN_CPU = -1  # lost() key for losses the kernel does not attribute to a CPU
 # the per-CPU counters of heapline.h, in order; the last one counts records, not losses
@@ -56,23 +54,6 @@ def ensure_tracefs() -> None:
     rc = os.system(f"mount -t tracefs nodev {TRACEFS} >/dev/null 2>&1")
     if rc != 0 or not (TRACEFS / "events").is_dir():
         raise BackendUnavailable(f"tracefs is not mounted at {TRACEFS} and could not be mounted", Exit.NO_TRACEFS)
-
-
-@contextmanager
-def _captured_stderr() -> Iterator[Callable[[], str]]:
-    """libbcc reports the real reason of a failure on fd 2; keep it for one clear sentence."""
-    text = ""
-    with tempfile.TemporaryFile() as tmp:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        os.dup2(tmp.fileno(), 2)
-        try:
-            yield lambda: text
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            text = tmp.read().decode(errors="replace")
 
 
 def _first_error(text: str) -> str | None:
@@ -116,6 +97,7 @@ class BpfBackend(Backend):
         if removed:
             self.notes.append(f"removed {len(removed)} uprobe definitions left in tracefs by killed heapline recorders")
         self._bpf = None
+        self._uprobes = Uprobes(TRACEFS)
         self._reader: RingReader | None = None
         self._child: HeldChild | None = None
         self._rss_seen: dict[int, int] = {}
@@ -150,7 +132,7 @@ class BpfBackend(Backend):
             *([f"-DSTACKS={STACK_ENTRIES}"] if self.options.stacks else []),
         ]
         os.environ["BCC_KERNEL_SOURCE"] = self.headers.path
-        with _captured_stderr() as said:
+        with captured_stderr() as said:
             try:
                 self._bpf = BPF(text=text, cflags=cflags)
                 failure = None
@@ -221,12 +203,11 @@ class BpfBackend(Backend):
         held: list[alloc.Attached] = []
 
         def arm(pid: int) -> None:
-            with _captured_stderr() as said:
-                held.append(alloc.attach(self._bpf, lib, pid, said))
+            held.append(alloc.attach_or_share(self._bpf, lib, pid, self._uprobes, inherit=False)[0])
 
         def disarm() -> None:
             for a in held:
-                alloc.detach(self._bpf, a)
+                alloc.detach(a)
 
         try:
             return calibrate.per_call_ns(lib, arm, disarm, self.say)
@@ -243,14 +224,16 @@ class BpfBackend(Backend):
 
     def _probe_allocator(self, lib: allocators.AllocatorLib, pid: int) -> None:
         """Probe the allocator of ``pid``; when that cannot be done, say why and keep the syscall view."""
-        with _captured_stderr() as said:
-            try:
-                self._alloc = alloc.attach(self._bpf, lib, pid, said)
-            except alloc.ProbeRefused as e:
-                self._alloc = None
-                self.notes.append(f"{e}; recording the syscall view")
-                self._alloc_info = {"traced": False, "reason": str(e), "library": lib.shown_path}
-                return
+        inherit = self.options.follow_children
+        try:
+            self._alloc, note = alloc.attach_or_share(self._bpf, lib, pid, self._uprobes, inherit)
+            if note:
+                self.notes.append(note)
+        except alloc.ProbeRefused as e:
+            self._alloc = None
+            self.notes.append(f"{e}; recording the syscall view")
+            self._alloc_info = {"traced": False, "reason": str(e), "library": lib.shown_path}
+            return
         self._alloc_info = {"traced": True, **self._alloc.describe(), "overhead": self._overhead}
 
     def poll(self) -> Columns:
@@ -375,7 +358,7 @@ class BpfBackend(Backend):
         # each detach waits for an RCU grace period (~75 ms here): overlap them
         bpf = self._bpf
         if self._alloc is not None:
-            alloc.detach(bpf, self._alloc)
+            alloc.detach(self._alloc)
         with ThreadPoolExecutor(max_workers=16) as pool:
             list(pool.map(bpf.detach_tracepoint, list(bpf.tracepoint_fds)))
         # no probe runs any more: what is in the ring now is everything
