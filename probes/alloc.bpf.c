@@ -2,9 +2,13 @@
 //
 // Entry probes sit on an instruction the kernel emulates (tracer/probesites.py chooses it, at the
 // function's entry or a few instructions in, where the argument registers are still intact); the
-// uprobe is filtered to the traced process by perf, so nothing here looks at pids. The entry
-// keeps the arguments in per-thread storage; the return probe adds the result and writes one
-// record. free() and operator delete have no return probe: their record is written at entry.
+// uprobe is filtered by perf to the traced process and the tasks it creates, so nothing here
+// looks at pids. One program serves the entry probes of many functions (it finds which one by
+// the probed address in `sites`) and one serves every return probe: each probe event inherited
+// into a new task costs that task's creation ~10 us, so there are a few events, not one per
+// function. The entry keeps the arguments in per-thread storage; the return probe adds the
+// result and writes one record. free() and operator delete have no return probe: their record is
+// written at entry.
 //
 // Calls made by the allocator itself (glibc's realloc(NULL, n) calls malloc, realloc(p, 0)
 // calls free) are part of the outer call: a call entered while an outer one is in flight on the
@@ -129,7 +133,7 @@ static __always_inline int alloc_enter(struct pt_regs *ctx, int slot, u16 kind, 
     return 0;
 }
 
-static __always_inline int alloc_return(struct pt_regs *ctx, u16 kind) {
+static __always_inline int alloc_return(struct pt_regs *ctx) {
     struct alloc_call *c = current_call(0);
     if (!c || !c->depth)
         return 0;  // the call began before tracing did
@@ -138,8 +142,7 @@ static __always_inline int alloc_return(struct pt_regs *ctx, u16 kind) {
         return 0;
     }
     c->depth = 0;
-    if (c->kind != kind)
-        return 0;
+    u16 kind = c->kind;
     u64 id = bpf_get_current_pid_tgid();
     u64 now = bpf_ktime_get_ns();
     struct event r = {};
@@ -208,39 +211,47 @@ static __always_inline int alloc_direct(struct pt_regs *ctx, int slot, u16 kind,
     return 0;
 }
 
-#define P1 PT_REGS_PARM1(ctx)
-#define P2 PT_REGS_PARM2(ctx)
-#define P3 PT_REGS_PARM3(ctx)
-#define INT(x) ((u64)(s64)(int)(x))
+// What each probed instruction is, found by its address: sites[group * 4096 + (address & 0xfff)]
+// (a library is loaded at a page boundary, so the low 12 bits of a site's address are those of
+// its ELF address). tracer/backends/alloc.py fills it, spreading the sites over groups so that
+// no two in a group share their low bits; each group is one tracefs event with one program.
+// A site's flags: how many argument registers it reads, whether they are ints to sign-extend
+// (mallopt), and whether its record is written at entry (free, operator delete).
+#define SITE_NARGS 3
+#define SITE_INT 4
+#define SITE_DIRECT 8
+struct site {
+    u16 kind;  // 0: not a probed instruction
+    u16 aux;
+    u8 slot;
+    u8 flags;
+    u16 pad;
+};
+#define SITE_GROUPS 4  // tracer/backends/alloc.py SITE_GROUPS
+BPF_ARRAY(sites, struct site, SITE_GROUPS * 4096);
 
-// name_enter / name_return pairs, attached by tracer/backends/alloc.py; the slot numbers are
-// tracer/backends/alloc.py SLOTS
-#define CALL(name, slot, K, aux, a0, a1, a2)                                                         \
-    int name##_enter(struct pt_regs *ctx) { return alloc_enter(ctx, slot, K, aux, a0, a1, a2); }  \
-    int name##_return(struct pt_regs *ctx) { return alloc_return(ctx, K); }
-#define DIRECT(name, slot, K, aux, a0, a1) \
-    int name##_enter(struct pt_regs *ctx) { return alloc_direct(ctx, slot, K, aux, a0, a1); }
+static __always_inline int site_enter(struct pt_regs *ctx, u32 group) {
+    u32 key = group * 4096 + (PT_REGS_IP(ctx) & 0xfff);
+    struct site *s = sites.lookup(&key);
+    if (!s || !s->kind)
+        return 0;
+    u32 nargs = s->flags & SITE_NARGS;
+    u64 a0 = PT_REGS_PARM1(ctx);
+    u64 a1 = nargs >= 2 ? PT_REGS_PARM2(ctx) : 0;
+    u64 a2 = nargs >= 3 ? PT_REGS_PARM3(ctx) : 0;
+    if (s->flags & SITE_INT) {
+        a0 = (u64)(s64)(int)a0;
+        a1 = (u64)(s64)(int)a1;
+    }
+    int slot = s->slot;
+    if (s->flags & SITE_DIRECT)
+        return alloc_direct(ctx, slot, s->kind, s->aux, a0, a1);
+    return alloc_enter(ctx, slot, s->kind, s->aux, a0, a1, a2);
+}
 
-CALL(malloc, 0, K_MALLOC, 0, P1, 0, 0)
-CALL(calloc, 1, K_CALLOC, 0, P1, P2, 0)
-CALL(realloc, 2, K_REALLOC, 0, P1, P2, 0)
-CALL(reallocarray, 3, K_REALLOCARRAY, 0, P1, P2, P3)
-CALL(posix_memalign, 4, K_POSIX_MEMALIGN, 0, P1, P2, P3)
-CALL(aligned_alloc, 5, K_ALIGNED_ALLOC, 0, P1, P2, 0)
-CALL(memalign, 6, K_MEMALIGN, 0, P1, P2, 0)
-CALL(valloc, 7, K_VALLOC, 0, P1, 0, 0)
-CALL(pvalloc, 8, K_PVALLOC, 0, P1, 0, 0)
-CALL(malloc_trim, 9, K_MALLOC_TRIM, 0, P1, 0, 0)
-CALL(mallopt, 10, K_MALLOPT, 0, INT(P1), INT(P2), 0)
-// operator new: aux bit 0 = new[], bit 1 = aligned (a1 = alignment)
-CALL(op_new, 11, K_NEW, 0, P1, 0, 0)
-CALL(op_new_array, 12, K_NEW, NEW_ARRAY, P1, 0, 0)
-CALL(op_new_aligned, 13, K_NEW, NEW_ALIGNED, P1, P2, 0)
-CALL(op_new_array_aligned, 14, K_NEW, NEW_ARRAY | NEW_ALIGNED, P1, P2, 0)
-
-DIRECT(free, 15, K_FREE, 0, P1, 0)
-// operator delete: a1 = the size given to sized delete
-DIRECT(op_delete, 16, K_DELETE, 0, P1, 0)
-DIRECT(op_delete_array, 17, K_DELETE, NEW_ARRAY, P1, 0)
-DIRECT(op_delete_sized, 18, K_DELETE, 0, P1, P2)
-DIRECT(op_delete_array_sized, 19, K_DELETE, NEW_ARRAY, P1, P2)
+// the entry program of each group, and the one return program (the call in flight says what returns)
+int alloc_enter_g0(struct pt_regs *ctx) { return site_enter(ctx, 0); }
+int alloc_enter_g1(struct pt_regs *ctx) { return site_enter(ctx, 1); }
+int alloc_enter_g2(struct pt_regs *ctx) { return site_enter(ctx, 2); }
+int alloc_enter_g3(struct pt_regs *ctx) { return site_enter(ctx, 3); }
+int alloc_return_any(struct pt_regs *ctx) { return alloc_return(ctx); }

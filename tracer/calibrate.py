@@ -44,7 +44,9 @@ def _cache_file() -> Path:
     return Path(base) / "heapline" / "calibration.json"
 
 
-PROBES_VERSION = 2  # bump when the allocator probes change what a call costs (2: records batched per CPU)
+# bump when the allocator probes change what a call costs
+# (2: records batched per CPU; 3: one program per group of sites, found by address)
+PROBES_VERSION = 3
 
 
 def _key(lib: AllocatorLib) -> str:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..allocators import AllocatorLib
+from ..events import Kind
 from ..probesites import ProbeSite, choose_sites
 from .uprobes import UprobeError, Uprobes
 
@@ -68,6 +69,41 @@ SLOTS = {
 }
 
 
+#: what alloc.bpf.c records for each: kind, aux bits, arguments are ints (mirrors probes/heapline.h)
+NEW_ARRAY, NEW_ALIGNED = 1, 2
+SPECS: dict[str, tuple[Kind, int, bool]] = {
+    "malloc": (Kind.MALLOC, 0, False),
+    "calloc": (Kind.CALLOC, 0, False),
+    "realloc": (Kind.REALLOC, 0, False),
+    "reallocarray": (Kind.REALLOCARRAY, 0, False),
+    "posix_memalign": (Kind.POSIX_MEMALIGN, 0, False),
+    "aligned_alloc": (Kind.ALIGNED_ALLOC, 0, False),
+    "memalign": (Kind.MEMALIGN, 0, False),
+    "valloc": (Kind.VALLOC, 0, False),
+    "pvalloc": (Kind.PVALLOC, 0, False),
+    "malloc_trim": (Kind.MALLOC_TRIM, 0, False),
+    "mallopt": (Kind.MALLOPT, 0, True),
+    "op_new": (Kind.NEW, 0, False),
+    "op_new_array": (Kind.NEW, NEW_ARRAY, False),
+    "op_new_aligned": (Kind.NEW, NEW_ALIGNED, False),
+    "op_new_array_aligned": (Kind.NEW, NEW_ARRAY | NEW_ALIGNED, False),
+    "free": (Kind.FREE, 0, False),
+    "op_delete": (Kind.DELETE, 0, False),
+    "op_delete_array": (Kind.DELETE, NEW_ARRAY, False),
+    "op_delete_sized": (Kind.DELETE, 0, False),
+    "op_delete_array_sized": (Kind.DELETE, NEW_ARRAY, False),
+}
+SITE_GROUPS = 4  # probes/alloc.bpf.c SITE_GROUPS
+SITE_INT, SITE_DIRECT = 4, 8
+
+
+class Site(ct.Structure):
+    """probes/alloc.bpf.c ``struct site``."""
+
+    _fields_ = [("kind", ct.c_uint16), ("aux", ct.c_uint16), ("slot", ct.c_uint8), ("flags", ct.c_uint8),
+                ("pad", ct.c_uint16)]
+
+
 class ProbeRefused(Exception):
     """The kernel (or bcc) refused one probe; the message names it and says why."""
 
@@ -105,47 +141,76 @@ class Attached:
         }
 
 
+@dataclass
+class Target:
+    """One probed instruction: the library's path, the function's site, and whether it is the
+    site itself or the function's first instruction (a return probe where the site is too deep)."""
+
+    path: str
+    shown: str  # the path as the target sees it
+    site: ProbeSite
+    at_site: bool
+
+    @property
+    def file_offset(self) -> int:
+        return self.site.file_offset + (self.site.offset if self.at_site else 0)
+
+
 class TracefsProbes:
-    """Probes defined in tracefs and opened for ``pid``; with ``inherit``, for the tasks it creates
-    from then on too (tracer/backends/uprobes.py)."""
+    """Each group of probes is one event defined in tracefs, opened for ``pid``; with ``inherit``,
+    for the tasks it creates from then on too (tracer/backends/uprobes.py)."""
 
     def __init__(self, bpf: Any, uprobes: Uprobes, inherit: bool) -> None:
         self.bpf, self.uprobes, self.inherit = bpf, uprobes, inherit
         self.follows_children = inherit
 
-    def attach(self, fn: str, path: str, site: ProbeSite, is_return: bool, at_site: bool, pid: int) -> Detach:
-        if site.file_offset < 0:
-            raise UprobeError(errno.ENOEXEC, "its address is not in the file")
+    def attach(self, fn: str, targets: list[Target], is_return: bool, pid: int) -> Detach:
+        missing = [t.site.symbol for t in targets if t.site.file_offset < 0]
+        if missing:
+            raise UprobeError(errno.ENOEXEC, f"the address of {missing[0]} is not in the file")
         prog = self.bpf.load_func(fn, BPF_PROG_TYPE_KPROBE).fd
-        offset = site.file_offset + (site.offset if at_site else 0)
-        probe = self.uprobes.attach(prog, path, offset, is_return, pid, self.inherit, fn)
+        where = [(t.path, t.file_offset) for t in targets]
+        probe = self.uprobes.attach(prog, where, is_return, pid, self.inherit, fn)
         return lambda: self.uprobes.detach(probe)
 
 
 class BccProbes:
-    """Probes attached by bcc through the perf uprobe PMU, for ``pid`` only. They share a site with
-    the probes of bcc's Python tools, whose binding passes the kernel a stray reference-counter
-    offset (the kernel refuses a second probe on an instruction whose offsets differ)."""
+    """Probes attached by bcc through the perf uprobe PMU, one per instruction, for ``pid`` only.
+    They share a site with the probes of bcc's Python tools, whose binding passes the kernel a
+    stray reference-counter offset (the kernel refuses a second probe on an instruction whose
+    offsets differ)."""
 
     follows_children = False
 
     def __init__(self, bpf: Any) -> None:
         self.bpf = bpf
 
-    def attach(self, fn: str, path: str, site: ProbeSite, is_return: bool, at_site: bool, pid: int) -> Detach:
-        bpf = self.bpf
+    def attach(self, fn: str, targets: list[Target], is_return: bool, pid: int) -> Detach:
+        undo: list[Detach] = []
+
+        def detach_all() -> None:
+            for u in undo:
+                u()
+
         try:
-            if is_return and at_site:
-                at = site.address + site.offset
-                bpf.attach_uretprobe(name=path, addr=at, fn_name=fn, pid=pid)
-                return lambda: bpf.detach_uretprobe(name=path, addr=at, pid=pid)
-            if is_return:
-                bpf.attach_uretprobe(name=path, sym=site.symbol, fn_name=fn, pid=pid)
-                return lambda: bpf.detach_uretprobe(name=path, sym=site.symbol, pid=pid)
-            bpf.attach_uprobe(name=path, sym=site.symbol, sym_off=site.offset, fn_name=fn, pid=pid)
-            return lambda: bpf.detach_uprobe(name=path, sym=site.symbol, pid=pid, sym_off=site.offset)
+            for t in targets:
+                undo.append(self._one(fn, t, is_return, pid))
         except Exception as e:  # bcc raises bare Exception, its reason went to stderr
+            detach_all()
             raise UprobeError(errno.EINVAL, "bcc could not attach it") from e
+        return detach_all
+
+    def _one(self, fn: str, t: Target, is_return: bool, pid: int) -> Detach:
+        bpf, path, site = self.bpf, t.path, t.site
+        if is_return and t.at_site:
+            at = site.address + site.offset
+            bpf.attach_uretprobe(name=path, addr=at, fn_name=fn, pid=pid)
+            return lambda: bpf.detach_uretprobe(name=path, addr=at, pid=pid)
+        if is_return:
+            bpf.attach_uretprobe(name=path, sym=site.symbol, fn_name=fn, pid=pid)
+            return lambda: bpf.detach_uretprobe(name=path, sym=site.symbol, pid=pid)
+        bpf.attach_uprobe(name=path, sym=site.symbol, sym_off=site.offset, fn_name=fn, pid=pid)
+        return lambda: bpf.detach_uprobe(name=path, sym=site.symbol, pid=pid, sym_off=site.offset)
 
 
 Attacher = TracefsProbes | BccProbes
@@ -194,44 +259,83 @@ def attach(bpf: Any, lib: AllocatorLib, pid: int, probes: Attacher) -> Attached:
     its future children where ``probes`` follows them), and on the functions it lacks where
     another loaded library serves them (jemalloc has no malloc_trim).
 
-    On a refusal the probes already attached are removed and :class:`ProbeRefused` names the probe
-    and the kernel's reason.
+    The entry sites go into groups in which no two share the low 12 bits of their address (how
+    the BPF program tells them apart), each group one program and one probe event; the return
+    probes are one more. On a refusal the probes already attached are removed and
+    :class:`ProbeRefused` names the probe and the kernel's reason.
     """
     done = Attached(lib, pid, {}, children=probes.follows_children)
     by_path: dict[tuple[str, str], list[str]] = {(lib.path, lib.shown_path): list(FUNCTIONS)}
     for name, where in lib.elsewhere.items():
         if name in FUNCTIONS:
             by_path.setdefault(where, []).append(name)
+    chosen: list[tuple[str, str, ProbeSite]] = []  # (path, shown, site)
+    seen: set[tuple[str, int]] = set()
+    for (path, shown), names in by_path.items():
+        for name, site in choose_sites(path, {n: FUNCTIONS[n][1] for n in names}).items():
+            if (path, site.address) in seen:  # an alias of a function already probed
+                continue
+            seen.add((path, site.address))
+            done.sites[name] = site
+            if path != lib.path:
+                done.elsewhere[name] = shown
+            chosen.append((path, shown, site))
+    groups = _groups([site for _, _, site in chosen])
+    table = bpf["sites"]
+    for (_, _, site), group in zip(chosen, groups, strict=True):
+        fn = FUNCTIONS[site.function][0]
+        kind, aux, ints = SPECS[fn]
+        bpf["site_shift"][ct.c_int(SLOTS[fn])] = ct.c_uint64(site.stack_shift or 0)
+        flags = len(FUNCTIONS[site.function][1]) | (SITE_INT if ints else 0) | (SITE_DIRECT if fn in NO_RETURN else 0)
+        table[ct.c_int(group * 4096 + _low_bits(site))] = Site(int(kind), aux, SLOTS[fn], flags, 0)
     try:
-        for (path, shown), names in by_path.items():
-            sites = choose_sites(path, {n: FUNCTIONS[n][1] for n in names})
-            seen_addresses: set[int] = set()
-            for name, site in sites.items():
-                if site.address in seen_addresses:  # an alias of a function already probed
-                    continue
-                seen_addresses.add(site.address)
-                done.sites[name] = site
-                if path != lib.path:
-                    done.elsewhere[name] = shown
-                _attach_one(bpf, probes, done, path, shown, FUNCTIONS[name][0], site)
+        # the return probes first (an entry without its return would leave a call in flight). A
+        # return probe takes over the return address, which is still on top of the stack at the
+        # entry site when nothing was pushed before it: there it shares the emulated site.
+        returns = [Target(path, shown, site, site.return_probe_ok) for path, shown, site in chosen
+                   if FUNCTIONS[site.function][0] not in NO_RETURN]  # fmt: skip
+        _attach_group(probes, done, "alloc_return_any", returns, True)
+        for g in range(max(groups, default=-1) + 1):
+            entries = [Target(p, shown, site, True) for (p, shown, site), gi in zip(chosen, groups, strict=True)
+                       if gi == g]  # fmt: skip
+            _attach_group(probes, done, f"alloc_enter_g{g}", entries, False)
     except ProbeRefused:
         detach(done)
         raise
     return done
 
 
-def _attach_one(bpf: Any, probes: Attacher, done: Attached, path: str, shown: str, fn: str, site: ProbeSite) -> None:
-    bpf["site_shift"][ct.c_int(SLOTS[fn])] = ct.c_uint64(site.stack_shift or 0)
-    where = f"{site.symbol}+{site.offset}" if site.offset else site.symbol
+def _low_bits(site: ProbeSite) -> int:
+    return (site.address + site.offset) & 0xFFF
+
+
+def _groups(sites: list[ProbeSite]) -> list[int]:
+    """The group of each entry site: the first one where no other site has its low 12 bits."""
+    taken: list[set[int]] = []
+    out = []
+    for site in sites:
+        key = _low_bits(site)
+        g = next((i for i, keys in enumerate(taken) if key not in keys), len(taken))
+        if g == SITE_GROUPS:
+            raise ProbeRefused(f"more than {SITE_GROUPS} probe sites end in the same 12 address bits ({key:#x})")
+        if g == len(taken):
+            taken.append(set())
+        taken[g].add(key)
+        out.append(g)
+    return out
+
+
+def _attach_group(probes: Attacher, done: Attached, fn: str, targets: list[Target], is_return: bool) -> None:
+    if not targets:
+        return
     try:
-        if fn not in NO_RETURN:
-            # The return probe first (an entry without its return would leave a call in flight).
-            # It takes over the return address, which is still on top of the stack at the entry
-            # site when nothing was pushed before it: there it shares the emulated site.
-            done.probes.append(probes.attach(f"{fn}_return", path, site, True, site.return_probe_ok, done.pid))
-        done.probes.append(probes.attach(f"{fn}_enter", path, site, False, True, done.pid))
+        done.probes.append(probes.attach(fn, targets, is_return, done.pid))
     except UprobeError as e:
-        raise ProbeRefused(f"the kernel refused the uprobe on {where} in {shown}: {e.strerror}", e.errno) from e
+        names = ", ".join(t.site.symbol + (f"+{t.site.offset}" if t.at_site and t.site.offset else "") for t in targets)
+        shown = {t.shown for t in targets}
+        what = "return probes" if is_return else "entry probes"
+        raise ProbeRefused(f"the kernel refused the {what} on {names} in {', '.join(sorted(shown))}: {e.strerror}",
+                           e.errno) from e
 
 
 def detach(attached: Attached) -> None:

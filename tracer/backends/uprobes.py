@@ -14,7 +14,12 @@ program on the inherited event itself does not work: when an inherited copy is f
 child's exit) the kernel detaches the program from the probe, and the parent's calls stop being
 traced. The programs return 0, so the kernel writes nothing to the events' own buffers.
 
-Definitions are named ``heapline/<function>_<recorder pid>_<n>`` so that the ones left behind by a
+One event can probe many instructions (each definition after the first adds a probe to it), and
+one program can serve them all when it can tell them apart (probes/alloc.bpf.c finds the function
+by the probed address): the fewer events, the cheaper each new task, which perf gives a copy of
+every inherited event (~10 us each here, threads included).
+
+Definitions are named ``heapline/<program>_<recorder pid>_<n>`` so that the ones left behind by a
 recorder killed with SIGKILL can be found and removed (tracer/stale.py).
 """
 
@@ -82,6 +87,7 @@ def perf_open(tracepoint_id: int, pid: int, inherit: bool) -> int:
 class Probe:
     name: str
     fds: list[int] = field(default_factory=list)
+    defined: bool = False
 
 
 class Uprobes:
@@ -92,20 +98,25 @@ class Uprobes:
         self.tracefs = tracefs
         self._n = 0
 
-    def attach(self, prog_fd: int, path: str, file_offset: int, is_return: bool, pid: int, inherit: bool,
+    def attach(self, prog_fd: int, where: list[tuple[str, int]], is_return: bool, pid: int, inherit: bool,
                label: str) -> Probe:  # fmt: skip
-        """Define the probe at ``path``:``file_offset`` and run ``prog_fd`` on its hits."""
-        if any(c.isspace() for c in path):
-            raise UprobeError(errno.EINVAL, f"tracefs cannot name a file whose path has a space ({path!r})")
+        """Define one event probing every (path, file offset) of ``where`` and run ``prog_fd`` on
+        its hits (the program tells the instructions apart by their address)."""
+        bad = next((path for path, _ in where if any(c.isspace() for c in path)), None)
+        if bad is not None:
+            raise UprobeError(errno.EINVAL, f"tracefs cannot name a file whose path has a space ({bad!r})")
         self._n += 1
-        name = f"{label}_{os.getpid()}_{self._n}"
+        probe = Probe(f"{label}_{os.getpid()}_{self._n}")
         kind = "r" if is_return else "p"
+        events = self.tracefs / "uprobe_events"
         try:
-            write_event(self.tracefs / "uprobe_events", f"{kind}:{GROUP}/{name} {path}:{file_offset:#x}")
-            tp_id = int((self.tracefs / "events" / GROUP / name / "id").read_text())
+            for path, offset in where:  # the second and later definitions add probes to the event
+                write_event(events, f"{kind}:{GROUP}/{probe.name} {path}:{offset:#x}")
+                probe.defined = True
+            tp_id = int((self.tracefs / "events" / GROUP / probe.name / "id").read_text())
         except OSError as e:
+            self.detach(probe)
             raise UprobeError(e.errno or errno.EIO, f"defining the uprobe failed: {e.strerror or e}") from e
-        probe = Probe(name)
         try:
             anchor = perf_open(tp_id, pid, inherit=False)
             probe.fds.append(anchor)
@@ -128,6 +139,9 @@ class Uprobes:
             except OSError:
                 pass
         probe.fds.clear()
+        if not probe.defined:
+            return
+        probe.defined = False
         try:
             write_event(self.tracefs / "uprobe_events", f"-:{GROUP}/{probe.name}")
         except OSError:
