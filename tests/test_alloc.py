@@ -295,6 +295,12 @@ def test_a_forked_childs_own_blocks(follow: bool, tmp_path) -> None:
     assert (ev["a0"] == 1000).all()
     live = live_series(ev)
     assert (live.bytes_final, live.blocks_final, live.unmatched_frees) == (1049 * 1000, 1049, 0)
+    # the summary counts the blocks the parent had live at the fork as the child's too
+    parent = t.events[(t.events["pid"] == t.header["pid"]) & (t.events["kind"] >= Kind.MALLOC)]
+    forked_at = int(t.events["ts"][(t.events["kind"] == Kind.FORK) & (t.events["a0"] == child)][0])
+    at_fork = live_series(parent[parent["ts"] < forked_at])
     s = json.loads(run_heapline("summary", trace, "--json", "--all-processes").stdout)
     (mine,) = [p for p in s["processes"] if p["pid"] == child]
-    assert mine["alloc"]["calls"]["malloc"] == 1049 and mine["alloc"]["live_bytes_final"] == 1049 * 1000
+    assert mine["alloc"]["calls"]["malloc"] == 1049
+    assert mine["alloc"]["live_bytes_final"] == 1049 * 1000 + at_fork.bytes_final
+    assert mine["alloc"]["live_blocks_final"] == 1049 + at_fork.blocks_final

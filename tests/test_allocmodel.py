@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tracer.allocmodel import live_series, requested_size
+from tracer.allocmodel import inherited, live_series, requested_size
 from tracer.events import EVENT_DTYPE, Kind
 
 
@@ -76,3 +76,51 @@ def test_requested_sizes() -> None:
 def test_empty() -> None:
     s = live_series(np.zeros(0, dtype=EVENT_DTYPE))
     assert s.bytes_final == 0 and s.bytes_peak == 0 and s.unmatched_frees == 0
+
+
+def _proc(ev: np.ndarray, pid: int) -> np.ndarray:
+    ev["pid"] = pid
+    return ev
+
+
+def _fork(ts: int, parent: int, child: int, thread: bool = False) -> np.ndarray:
+    ev = np.zeros(1, dtype=EVENT_DTYPE)
+    ev["ts"], ev["pid"], ev["kind"], ev["a0"], ev["a2"] = ts, parent, Kind.FORK, child, int(thread)
+    return ev
+
+
+def _at(ev: np.ndarray, t0: int) -> np.ndarray:
+    ev["ts"] += t0 - 1000
+    return ev
+
+
+def test_a_forked_child_starts_with_its_parents_live_blocks() -> None:
+    parent = _proc(calls((Kind.MALLOC, 100, 0, 0, 0, A), (Kind.MALLOC, 200, 0, 0, 0, B),
+                         (Kind.FREE, A, 0, 0, 0, 0)), 10)  # fmt: skip
+    child = _proc(_at(calls((Kind.FREE, B, 0, 0, 0, 0), (Kind.MALLOC, 50, 0, 0, 0, C)), 5000), 11)
+    later = _proc(_at(calls((Kind.MALLOC, 7, 0, 0, 0, D)), 6000), 10)  # the parent's, after the fork
+    grandchild = _proc(_at(calls((Kind.FREE, C, 0, 0, 0, 0), (Kind.FREE, B, 0, 0, 0, 0)), 8000), 12)
+    ev = np.concatenate([parent, _fork(4000, 10, 11), child, later, _fork(7000, 11, 12), grandchild])
+    ev = ev[np.argsort(ev["ts"], kind="stable")]
+
+    got = inherited(ev, 11)
+    assert got is not None and got.ptr.tolist() == [B] and got.size.tolist() == [200] and got.at == 4000
+    assert got.ts.tolist() == [1001]  # when the parent allocated it
+    s = live_series(ev[ev["pid"] == 11], got)
+    assert s.live_bytes.tolist() == [200, 0, 50]
+    assert s.unmatched_frees == 0 and s.open_ptr.tolist() == [C]
+    # the grandchild got C from the child (B was freed there before the fork): B is unmatched
+    g = inherited(ev, 12)
+    assert g is not None and g.ptr.tolist() == [C]
+    s = live_series(ev[ev["pid"] == 12], g)
+    assert s.live_bytes.tolist() == [50, 0, 0] and s.unmatched_frees == 1
+    assert inherited(ev, 10) is None  # not forked by a traced process
+
+
+def test_threads_and_execd_children_inherit_nothing() -> None:
+    parent = _proc(calls((Kind.MALLOC, 100, 0, 0, 0, A)), 10)
+    execd = np.zeros(1, dtype=EVENT_DTYPE)
+    execd["ts"], execd["pid"], execd["kind"] = 6000, 11, Kind.EXEC
+    ev = np.concatenate([parent, _fork(4000, 10, 11), execd, _fork(7000, 10, 12, thread=True)])
+    assert inherited(ev, 11) is None
+    assert inherited(ev, 12) is None

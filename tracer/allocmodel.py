@@ -4,6 +4,10 @@ Every successful allocation opens a block (pointer, requested size); every free,
 moving realloc or ``realloc(p, 0)`` closes the block most recently opened at that pointer. A
 close with no open block before it (the block was allocated before tracing began, or the pointer
 was never ours) is counted as an *unmatched* free and changes nothing: sizes are never guessed.
+
+A forked child starts with a copy of its parent's heap: the blocks live in the parent when it
+forked (as traced) are the child's first blocks (:func:`inherited`), unless the child has since
+exec'd (its address space started over).
 """
 
 from __future__ import annotations
@@ -12,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .columns import Events
-from .events import ALLOC_KINDS, Kind
+from .columns import Columns, Events
+from .events import ALLOC_KINDS, EVENT_DTYPE, Kind
 
 
 @dataclass
@@ -50,6 +54,8 @@ _SIZE_FORM[Kind.REALLOCARRAY] = 4
 _SIZE_FORM[Kind.POSIX_MEMALIGN] = 5
 _IS_ALLOC = np.zeros(64, dtype=bool)
 _IS_ALLOC[list(ALLOC_KINDS)] = True
+_ALLOC_OR_CLOSE = np.array(sorted({*ALLOC_KINDS, Kind.FREE, Kind.DELETE, Kind.REALLOC, Kind.REALLOCARRAY}),
+                           dtype=np.uint16)  # fmt: skip
 
 
 def requested_size(ev: Events) -> np.ndarray:
@@ -71,8 +77,42 @@ def requested_size(ev: Events) -> np.ndarray:
     return size
 
 
-def live_series(ev: Events) -> LiveSeries:
-    """``ev``: events in time order (any kinds; the allocator calls are picked out)."""
+@dataclass
+class Blocks:
+    """Blocks opened before a process's own events: pointer, size, time allocated."""
+
+    ptr: np.ndarray
+    size: np.ndarray
+    ts: np.ndarray
+    at: int  # when the process got them (its fork)
+
+
+def _segment(ev: Events) -> Events:
+    ex = np.flatnonzero(ev["kind"] == Kind.EXEC)
+    return ev[ex[-1] :] if len(ex) else ev
+
+
+def inherited(ev: Events, pid: int, depth: int = 0) -> Blocks | None:
+    """The blocks ``pid`` got from its parent at the fork, when both are in ``ev`` (all the
+    trace's events, in time order) and ``pid`` has not exec'd since; None otherwise."""
+    mine = ev[ev["pid"] == pid]
+    if depth > 64 or (mine["kind"] == Kind.EXEC).any():
+        return None
+    fork = ev[(ev["kind"] == Kind.FORK) & (ev["a0"] == pid) & (ev["a2"] == 0)]
+    if not len(fork):
+        return None
+    parent, at = int(fork["pid"][0]), int(fork["ts"][0])
+    before = ev[(ev["pid"] == parent) & (ev["ts"] < at)]
+    live = live_series(_segment(before), inherited(ev, parent, depth + 1) if not (before["kind"] == Kind.EXEC).any()
+                       else None)  # fmt: skip
+    return Blocks(live.open_ptr, live.open_size, live.open_ts, at)
+
+
+def live_series(ev: Events, start: Blocks | None = None) -> LiveSeries:
+    """``ev``: events in time order (any kinds; the allocator calls are picked out); ``start``:
+    blocks already live before them (a forked child's, from its parent)."""
+    if start is not None and len(start.ptr):
+        return _with_start(ev, start)
     k = np.ascontiguousarray(ev["kind"])
     ret = ev["ret"].astype(np.uint64)
     a0 = np.ascontiguousarray(ev["a0"])
@@ -128,3 +168,20 @@ def live_series(ev: Events) -> LiveSeries:
         open_size=sz[still_rows],
         open_ts=t[still_rows],
     )
+
+
+def _with_start(ev: Events, start: Blocks) -> LiveSeries:
+    """live_series of ``start``'s blocks, opened at ``start.at`` by mallocs, then ``ev``."""
+    n = len(start.ptr)
+    first = np.zeros(n, dtype=EVENT_DTYPE)
+    first["ts"], first["kind"], first["a0"] = start.at, Kind.MALLOC, start.size.astype(np.uint64)
+    first["ret"] = start.ptr.astype(np.int64)
+    rest = ev.to_records() if isinstance(ev, Columns) else np.asarray(ev)
+    both = np.concatenate([first, rest[np.isin(rest["kind"], _ALLOC_OR_CLOSE)]])
+    s = live_series(both)
+    # the blocks keep the time they were allocated in the parent
+    kept = np.flatnonzero((s.open_ts == start.at) & np.isin(s.open_ptr, start.ptr))
+    if len(kept):
+        was = dict(zip(start.ptr.tolist(), start.ts.tolist(), strict=True))
+        s.open_ts[kept] = [was[int(p)] for p in s.open_ptr[kept]]
+    return s

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .allocmodel import live_series
+from .allocmodel import inherited, live_series
 from .columns import Events
 from .events import Kind
 from .model import Timeline, build
@@ -89,8 +89,8 @@ def explain(trace: Trace, at_ns: int | None = None, pid: int | None = None) -> l
     return sorted(out, key=lambda f: (f.ts is None, f.ts or 0))
 
 
-def _heap_blocks(tl: Timeline, ev: Events) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    live = live_series(ev)
+def _heap_blocks(trace: Trace, tl: Timeline, ev: Events) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    live = live_series(ev, inherited(trace.columns, tl.pid) if tl.pid != int(trace.meta["pid"]) else None)
     brk = int(tl.breaks["brk"].iloc[-1]) if len(tl.breaks) else tl.start_brk
     inside = (live.open_ptr >= tl.start_brk) & (live.open_ptr < brk)
     return live.open_ptr[inside], live.open_size[inside], live.open_ts[inside]
@@ -101,7 +101,7 @@ def _heap_top(trace: Trace, tl: Timeline, ev: Events, family: str | None) -> lis
     if family not in (None, "glibc") or not len(tl.breaks) or not (ev["kind"] >= Kind.MALLOC).any():
         return []
     brk = int(tl.breaks["brk"].iloc[-1])
-    ptr, size, born = _heap_blocks(tl, ev)
+    ptr, size, born = _heap_blocks(trace, tl, ev)
     threshold, source = trim_threshold(trace, ev)
     found = []
     if len(ptr):
@@ -186,7 +186,7 @@ def _not_consolidated(trace: Trace, tl: Timeline, ev: Events, family: str | None
     if len(frees) < 1000:
         return []
     heap = int(tl.breaks["heap"].iloc[-1])
-    _, size, _ = _heap_blocks(tl, ev)
+    _, size, _ = _heap_blocks(trace, tl, ev)
     free_in_heap = heap - int(size.sum())
     trims = ev[(ev["kind"] == Kind.MALLOC_TRIM) & (ev["ts"] > frees["ts"][-1])]
     sizes = pd.Series(np.zeros(0))

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from .addrspace import ERRNO_MAX, AddressSpace
-from .allocmodel import live_series
+from .allocmodel import Blocks, inherited, live_series
 from .columns import Events
 from .decode import RELEASE_ADVICE, advice_name
 from .events import ALLOCATOR_KINDS, KIND_NAMES, SYSCALL_KINDS, Kind
@@ -28,8 +28,9 @@ def _last_exec(ev: Events) -> Events:
     return ev[ex[-1] :] if len(ex) else ev
 
 
-def process_summary(ev: Events, page_size: int, snapshot: dict | None) -> dict[str, Any]:
-    """brk, mmap, madvise and rss figures of one process (its events in time order)."""
+def process_summary(ev: Events, page_size: int, snapshot: dict | None, forked: Blocks | None = None) -> dict[str, Any]:
+    """brk, mmap, madvise, rss and allocator figures of one process (its events in time order;
+    ``forked``: the blocks it got from its parent at its fork)."""
     ev = _last_exec(ev)
     kind = ev["kind"]
     brk_ev = ev[(kind == Kind.BRK)]
@@ -84,7 +85,7 @@ def process_summary(ev: Events, page_size: int, snapshot: dict | None) -> dict[s
         first = np.array([int(snapshot["rss"]["anon"])], dtype=np.int64)
         anon, highs = np.concatenate([first, anon]), np.concatenate([first, highs])
     return {
-        "alloc": alloc_summary(ev),
+        "alloc": alloc_summary(ev, forked),
         "brk": brk,
         "mmap": {"anon_bytes_final": space.anon_bytes, "anon_bytes_peak": peak},
         "madvise": {"released_bytes": released, "by_advice": by_advice},
@@ -92,11 +93,11 @@ def process_summary(ev: Events, page_size: int, snapshot: dict | None) -> dict[s
     }
 
 
-def alloc_summary(ev: Events) -> dict[str, Any]:
+def alloc_summary(ev: Events, start: Blocks | None = None) -> dict[str, Any]:
     """Allocator calls of one process (its events in time order)."""
     kinds, n = np.unique(ev["kind"], return_counts=True)
     counts = dict(zip(kinds.tolist(), n.tolist(), strict=True))
-    live = live_series(ev)
+    live = live_series(ev, start)
     return {
         "calls": {KIND_NAMES[int(k)]: counts.get(int(k), 0) for k in ALLOCATOR_KINDS},
         "live_bytes_final": live.bytes_final,
@@ -153,7 +154,8 @@ def summarize(trace: Trace, all_processes: bool = False) -> dict[str, Any]:
     if all_processes:
         procs = []
         for pid in pids:
-            sub = process_summary(ev[ev["pid"] == pid], page, snapshot if pid == root else None)
+            sub = process_summary(ev[ev["pid"] == pid], page, snapshot if pid == root else None,
+                                  None if pid == root else inherited(ev, pid))
             procs.append({"pid": pid, **sub})
         out["brk"] = {**main["brk"]}
         out["brk"]["grow_calls"] = sum(p["brk"]["grow_calls"] for p in procs)
