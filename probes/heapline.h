@@ -118,6 +118,6 @@ struct batch {
     u64 a2[BATCH];
     u64 a3[BATCH];
     u64 a4[BATCH];
-    u64 a5[BATCH];  // never written: allocator calls have no sixth value
+    // no a5: allocator calls have no sixth value (user space fills the column with zeros)
     s64 ret[BATCH];
 };

@@ -64,16 +64,18 @@ def batch_ring(counts: list[int]) -> np.ndarray:
     r["b"]["n"] = counts
     r["b"]["busy"] = 0
     ev = ring(len(counts) * BATCH_SLOTS)["ev"].reshape(len(counts), BATCH_SLOTS)
-    for name in EVENT_DTYPE.names:
-        r["b"][name] = ev[name]
+    for name in BATCH_DTYPE.names:
+        if name in EVENT_DTYPE.names:
+            r["b"][name] = ev[name]
     return r
 
 
 def batch_records(r: np.ndarray, i: int) -> np.ndarray:
-    """The records of batch ``i`` of ``r``, all slots, as EVENT_DTYPE."""
+    """The records of batch ``i`` of ``r``, all slots, as EVENT_DTYPE (fields not batched: 0)."""
     out = np.zeros(BATCH_SLOTS, dtype=EVENT_DTYPE)
-    for name in EVENT_DTYPE.names:
-        out[name] = r["b"][name][i]
+    for name in r["b"].dtype.names:
+        if name in EVENT_DTYPE.names:
+            out[name] = r["b"][name][i]
     return out
 
 

@@ -100,3 +100,15 @@ def test_missing_file_and_directory(tmp_path) -> None:
     assert r.returncode == 65 and "no such trace file" in r.stderr
     r = run_heapline("summary", str(tmp_path))
     assert r.returncode == 65 and "directory" in r.stderr
+
+
+@pytest.mark.parametrize("code", [0, 7, 62, 63, 64, 1000, 65535])
+def test_an_event_of_no_kind_is_not_written(code: int) -> None:
+    from tracer.tracefile import arrow_schema, to_batch
+
+    ev = np.zeros(3, dtype=EVENT_DTYPE)
+    ev["kind"] = [Kind.MALLOC, code, Kind.BRK]
+    with pytest.raises(ValueError, match=f"unknown event kind in \\[{code}\\]"):
+        to_batch(ev, arrow_schema())
+    ev["kind"][1] = Kind.DELETE
+    assert to_batch(ev, arrow_schema()).column("kind").to_pylist() == ["malloc", "delete", "brk"]

@@ -30,8 +30,11 @@ HEADER = np.dtype([("hdr_len", "<u4"), ("hdr_pgoff", "<u4")])
 BATCH_SLOTS = 64  # probes/heapline.h BATCH
 # probes/heapline.h struct batch: count, pad, busy, first_ts, then each field of EVENT_DTYPE for
 # BATCH_SLOTS records (a column per field)
+#: fields an allocator record never uses, not carried in batches (read as zeros)
+NOT_BATCHED = ("a5",)
 BATCH_DTYPE = np.dtype([("n", "<u4"), ("pad", "<u4"), ("busy", "<u8"), ("first_ts", "<u8")]
-                       + [(name, EVENT_DTYPE[name], (BATCH_SLOTS,)) for name in EVENT_DTYPE.names])
+                       + [(name, EVENT_DTYPE[name], (BATCH_SLOTS,)) for name in EVENT_DTYPE.names
+                          if name not in NOT_BATCHED])  # fmt: skip
 
 
 class RingReader:
@@ -140,6 +143,11 @@ def batch_events(batches: np.ndarray) -> Columns:
     written = None if (counts == BATCH_SLOTS).all() else np.arange(BATCH_SLOTS)[None, :] < counts[:, None]
     cols = {}
     for name in EVENT_DTYPE.names:
+        if name in NOT_BATCHED:
+            continue
         field = batches[name]
         cols[name] = np.ascontiguousarray(field).reshape(-1) if written is None else field[written]
+    n = len(cols["ts"])
+    for name in NOT_BATCHED:
+        cols[name] = np.zeros(n, dtype=EVENT_DTYPE[name])
     return Columns(cols)
