@@ -37,7 +37,9 @@ def record(
     backend: str = typer.Option("auto", "--backend", help="auto (bpf, else strace), bpf or strace."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No status line."),
     no_aslr: bool = typer.Option(False, "--no-aslr", help="Launch with address randomization off."),
-    no_follow: bool = typer.Option(False, "--no-follow", help="Do not trace forked children."),
+    no_follow: bool = typer.Option(
+        False, "--no-follow", help="Trace the target alone, not the processes it forks (syscalls and allocator calls)."
+    ),
     ring_mb: int = typer.Option(64, "--ring-mb", help="Size of the kernel event ring buffer."),
     no_alloc: bool = typer.Option(False, "--no-alloc", help="Syscalls only: do not trace malloc/free & friends."),
     stacks: bool = typer.Option(False, "--stacks", help="Record the user stack of every allocation."),
