@@ -304,3 +304,19 @@ def test_a_forked_childs_own_blocks(follow: bool, tmp_path) -> None:
     assert mine["alloc"]["calls"]["malloc"] == 1049
     assert mine["alloc"]["live_bytes_final"] == 1049 * 1000 + at_fork.bytes_final
     assert mine["alloc"]["live_blocks_final"] == 1049 + at_fork.blocks_final
+
+
+@needs_root
+def test_a_child_with_another_allocator_is_named(tmp_path) -> None:
+    """A child that gets malloc from jemalloc is not traced by glibc's probes: the trace says so."""
+    lib = PRELOADS["jemalloc"]
+    if not os.path.exists(lib):
+        pytest.skip(f"{lib} is not installed")
+    trace = str(tmp_path / "o.trace")
+    r = run_heapline("record", "-o", trace, "--", "/bin/sh", "-c", f"LD_PRELOAD={lib} sleep 0.5; sleep 0.3; true")
+    assert r.returncode == 0, r.stderr
+    s = json.loads(run_heapline("summary", trace, "--json").stdout)
+    assert [(o["program"], o["family"], o["library"]) for o in s["alloc"]["other_allocators"]] == [
+        ("sleep", "jemalloc", lib)
+    ]  # the second sleep uses glibc's malloc, the traced one
+    assert "gets malloc from " + lib in r.stderr

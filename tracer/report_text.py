@@ -70,6 +70,8 @@ def print_summary(s: dict[str, Any], console: Console) -> None:
     total = sum(made.values())
     listing = "  ".join(f"{k} [bold]{v:,}[/]" for k, v in made.items()) or "none"
     console.print(f"allocator calls ({lib.get('family', '?')}, {lib.get('library', '?')}): {total:,}: {listing}")
+    for o in a.get("other_allocators", []):
+        console.print(f"  not traced: pid {o['pid']} ({o['program']}) gets malloc from {o['library']} ({o['family']})")
     if a.get("added_time_s") is not None:
         console.print(
             f"tracing them added about {a['added_time_s']:.3f} s to the run "

@@ -175,6 +175,9 @@ def summarize(trace: Trace, all_processes: bool = False) -> dict[str, Any]:
     out["alloc"]["traced"] = bool(allocator.get("traced"))
     keys = ("library", "family", "build_id", "reason")
     out["alloc"]["allocator"] = {k: allocator.get(k) for k in keys if k in allocator}
+    ended = ((meta.get("backend_end") or {}).get("allocator") or {}).get("other_allocators")
+    if ended:  # children that got malloc elsewhere: their calls were not traced
+        out["alloc"]["other_allocators"] = ended
     cost = allocator.get("overhead") or {}
     calls = sum(out["alloc"]["calls"].values())
     out["alloc"]["traced_calls"] = calls

@@ -21,6 +21,7 @@ from ..launch import HeldChild
 from . import alloc
 from .alloc import captured_stderr
 from .base import Backend, BackendInfo, LaunchSpec, Options
+from .otheralloc import OtherAllocators
 from .ringbuf import BATCH_DTYPE, RingReader, batch_events
 from .uprobes import TRACEFS, Uprobes
 
@@ -106,6 +107,7 @@ class BpfBackend(Backend):
         self._root = 0
         self._exec_seen = False
         self._alloc: alloc.Attached | None = None
+        self._others: OtherAllocators | None = None
         self._overhead: dict | None = None
         self._maps: stacks.MapsWatcher | None = None
         self._stacks: dict | None = None
@@ -235,6 +237,9 @@ class BpfBackend(Backend):
             self._alloc_info = {"traced": False, "reason": str(e), "library": lib.shown_path}
             return
         self._alloc_info = {"traced": True, **self._alloc.describe(), "overhead": self._overhead}
+        if self._alloc.children:
+            self._others = OtherAllocators(lib, pid, self.say)
+            self._alloc_info["other_allocators"] = self._others.found  # filled while recording
 
     def poll(self) -> Columns:
         if self._reader is None:  # stopped: what was drained while stopping
@@ -249,6 +254,9 @@ class BpfBackend(Backend):
             ev = self._drop_launcher_calls(ev)
         if self._maps is not None and self._exec_seen:
             self._watch_maps()
+        if self._others is not None:
+            self._others.feed(ev)
+            self._others.check()
         return ev
 
     def _watch_maps(self) -> None:
