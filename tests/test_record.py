@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -141,6 +143,17 @@ def test_sigkill_leaves_a_trace_that_replays(tmp_path) -> None:
     assert (t.events["kind"] == Kind.MMAP).sum() > 1000
     r = run_heapline("summary", trace, "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["trace"]["complete"] is False
+
+    # its allocator probes stay defined in tracefs; the next recording removes them
+    events = Path("/sys/kernel/tracing/uprobe_events")
+
+    def left() -> list[str]:
+        mine = re.compile(rf"[pr]:heapline/\w+_{rec.pid}_\d+ ")
+        return [line for line in events.read_text().splitlines() if mine.match(line)]
+
+    assert left()
+    r = run_heapline("record", "-o", str(tmp_path / "next.trace"), "--", "/bin/true")
+    assert r.returncode == 0 and "removed" in r.stderr and not left()
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
