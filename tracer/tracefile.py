@@ -30,6 +30,10 @@ from .errors import Exit, HeaplineError, TraceFileError
 from .events import EVENT_DTYPE, SCHEMA_VERSION, Kind
 
 FORMAT_VERSION = 1
+# LZ4 frames, compressed with acceleration 20 (a negative level): measured on 10M malloc/free
+# records, 39 ns per event instead of 49 for 7.4 bytes instead of 6.8; on 3.6M calls of a
+# Python program, 50 instead of 66 ns for 11.0 instead of 10.2 bytes. Any LZ4 reader reads them.
+LZ4_LEVEL = -20
 MAGIC = b"ARROW1"
 HEADER_KEY = b"heapline"
 END_KEY = "heapline.end"
@@ -117,7 +121,7 @@ class TraceWriter:
     def start(self, header: dict[str, Any]) -> None:
         header = {"format_version": FORMAT_VERSION, "schema_version": SCHEMA_VERSION, **header}
         self._schema = arrow_schema(header)
-        opts = ipc.IpcWriteOptions(compression="lz4", use_threads=False)
+        opts = ipc.IpcWriteOptions(compression=pa.Codec("lz4", compression_level=LZ4_LEVEL), use_threads=False)
         self._writer = ipc.new_file(self._sink, self._schema, options=opts)
 
     def write(self, events: np.ndarray | Columns) -> None:
