@@ -82,12 +82,29 @@ def batch_records(r: np.ndarray, i: int) -> np.ndarray:
 def test_batches_give_their_written_events_in_order() -> None:
     from tracer.backends.ringbuf import BATCH_DTYPE, committed_batches
 
-    r = batch_ring([64, 3, 0, 64, 17])
+    counts = [64, 3, 0, 64, 17]
+    r = batch_ring(counts)
     r["hdr_len"][2] |= DISCARD_BIT
     w = r.view(np.uint64).reshape(len(r), r.dtype.itemsize // 8)
     cols, used = committed_batches(w, BATCH_DTYPE.itemsize)
-    want = np.concatenate([batch_records(r, i)[:n] for i, n in enumerate([64, 3, 0, 64, 17])])
+    # in the order of their first events (each batch keeps its own order)
+    kept = [i for i in range(len(counts)) if i != 2]
+    kept.sort(key=lambda i: int(r["b"]["ts"][i][0]))
+    want = np.concatenate([batch_records(r, i)[: counts[i]] for i in kept])
     assert used == 5 and np.array_equal(cols.to_records(), want)
+
+
+def test_batches_that_do_not_overlap_come_out_sorted() -> None:
+    """One thread moving between CPUs: each CPU's batches in order, sent late and interleaved."""
+    from tracer.backends.ringbuf import BATCH_DTYPE, committed_batches
+
+    r = batch_ring([64] * 6 + [20])
+    ts = np.arange(7 * 64, dtype=np.uint64).reshape(7, 64) * 10 + 1000
+    r["b"]["ts"] = ts[[0, 2, 1, 4, 3, 6, 5]]  # arrival order: CPU 0's batches, CPU 1's late ones
+    r["b"]["n"][5] = 20  # the last one, partly written, arrives before its predecessor
+    r["b"]["n"][6] = 64
+    cols, used = committed_batches(r.view(np.uint64).reshape(len(r), -1), BATCH_DTYPE.itemsize)
+    assert used == 7 and cols["ts"].tolist() == ts.reshape(-1)[: 6 * 64 + 20].tolist()
 
 
 def test_batches_stop_at_one_being_written_and_reject_a_wrong_count() -> None:

@@ -135,18 +135,24 @@ def committed_batches(words: np.ndarray, size: int) -> tuple[Columns, int]:
 
 
 def batch_events(batches: np.ndarray) -> Columns:
-    """The written events of ``batches`` (an array of BATCH_DTYPE), in order: each field of a full
-    batch is one contiguous run already."""
+    """The written events of ``batches`` (an array of BATCH_DTYPE): each field of a full batch is
+    one contiguous run already. The batches are taken in the order of their first events: the
+    records of one CPU are in time order, so batches that do not overlap in time (one thread
+    moving between CPUs) come out sorted, in the copy the extraction makes anyway."""
     counts = batches["n"].astype(np.int64)
     if (counts > BATCH_SLOTS).any():
         raise RuntimeError("a batch claims more records than it holds; probe and reader disagree")
+    first = batches["ts"][:, 0]
+    order = None if len(first) < 2 or bool((first[1:] >= first[:-1]).all()) else np.argsort(first, kind="stable")
+    if order is not None:
+        counts = counts[order]
     written = None if (counts == BATCH_SLOTS).all() else np.arange(BATCH_SLOTS)[None, :] < counts[:, None]
     cols = {}
     for name in EVENT_DTYPE.names:
         if name in NOT_BATCHED:
             continue
-        field = batches[name]
-        cols[name] = np.ascontiguousarray(field).reshape(-1) if written is None else field[written]
+        field = batches[name] if order is None else batches[name][order]  # the reordering is the copy
+        cols[name] = (np.ascontiguousarray(field).reshape(-1)) if written is None else field[written]
     n = len(cols["ts"])
     for name in NOT_BATCHED:
         cols[name] = np.zeros(n, dtype=EVENT_DTYPE[name])
