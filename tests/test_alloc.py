@@ -320,3 +320,14 @@ def test_a_child_with_another_allocator_is_named(tmp_path) -> None:
         ("sleep", "jemalloc", lib)
     ]  # the second sleep uses glibc's malloc, the traced one
     assert "gets malloc from " + lib in r.stderr
+
+
+@needs_root
+def test_a_child_forked_before_the_attach_is_traced(tmp_path) -> None:
+    """heapline attaches to sh while its child alloc_calls already runs (waiting to start)."""
+    trace = str(tmp_path / "c.trace")
+    out = record_attached(["/bin/sh", "-c", f"{workload('alloc_calls')} --wait --extra; true"], trace)
+    rep = parse_report(out)
+    t = open_trace(trace)
+    assert int(rep.all("pid")[0]["pid"]) != t.header["pid"]
+    check(trace, rep)

@@ -16,7 +16,7 @@ from typing import Any
 from ..allocators import AllocatorLib
 from ..events import Kind
 from ..probesites import ProbeSite, choose_sites
-from .uprobes import UprobeError, Uprobes
+from .uprobes import Probe, UprobeError, Uprobes
 
 Detach = Callable[[], None]
 
@@ -120,6 +120,7 @@ class Attached:
     elsewhere: dict[str, str] = field(default_factory=dict)  # function -> library, when not in ``lib``
     children: bool = False  # the probes follow the tasks ``pid`` creates
     probes: list[Detach] = field(default_factory=list)
+    attacher: Any = None  # what attached them (TracefsProbes can extend them to more processes)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -163,6 +164,7 @@ class TracefsProbes:
     def __init__(self, bpf: Any, uprobes: Uprobes, inherit: bool) -> None:
         self.bpf, self.uprobes, self.inherit = bpf, uprobes, inherit
         self.follows_children = inherit
+        self.made: list[Probe] = []
 
     def attach(self, fn: str, targets: list[Target], is_return: bool, pid: int) -> Detach:
         missing = [t.site.symbol for t in targets if t.site.file_offset < 0]
@@ -171,7 +173,18 @@ class TracefsProbes:
         prog = self.bpf.load_func(fn, BPF_PROG_TYPE_KPROBE).fd
         where = [(t.path, t.file_offset) for t in targets]
         probe = self.uprobes.attach(prog, where, is_return, pid, self.inherit, fn)
+        self.made.append(probe)
         return lambda: self.uprobes.detach(probe)
+
+    def follow(self, pid: int) -> bool:
+        """Extend every probe to ``pid`` (a process that existed before the attach) and the tasks
+        it creates; False if it is gone."""
+        try:
+            for probe in self.made:
+                self.uprobes.follow(probe, pid)
+        except OSError:
+            return False
+        return True
 
 
 class BccProbes:
@@ -264,7 +277,7 @@ def attach(bpf: Any, lib: AllocatorLib, pid: int, probes: Attacher) -> Attached:
     probes are one more. On a refusal the probes already attached are removed and
     :class:`ProbeRefused` names the probe and the kernel's reason.
     """
-    done = Attached(lib, pid, {}, children=probes.follows_children)
+    done = Attached(lib, pid, {}, children=probes.follows_children, attacher=probes)
     by_path: dict[tuple[str, str], list[str]] = {(lib.path, lib.shown_path): list(FUNCTIONS)}
     for name, where in lib.elsewhere.items():
         if name in FUNCTIONS:

@@ -182,11 +182,15 @@ class BpfBackend(Backend):
         if self.options.stacks:
             self._maps = stacks.MapsWatcher(pid)
             self._watch_maps()
-        if self.options.follow_children:
-            for child in procfs.descendants(pid):
-                self._arm(child, TRACE_ACTIVE)
+        children = procfs.descendants(pid) if self.options.follow_children else []
+        for child in children:
+            self._arm(child, TRACE_ACTIVE)
         if lib is not None:
             self._probe_allocator(lib, pid)
+            if self._alloc is not None and isinstance(self._alloc.attacher, alloc.TracefsProbes):
+                for child in children:  # processes forked before the attach: their calls too
+                    if self._alloc.attacher.follow(child) and self._others is not None:
+                        self._others.pending[child] = 0  # and whether they use the same allocator
 
     def _find_allocator(self, find: Callable[[], allocators.AllocatorLib]) -> allocators.AllocatorLib | None:
         """The allocator library to probe, measured once (calibrate.py) before anything is traced."""

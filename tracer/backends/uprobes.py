@@ -131,6 +131,14 @@ class Uprobes:
             raise UprobeError(e.errno or errno.EIO, e.strerror or str(e)) from e
         return probe
 
+    def follow(self, probe: Probe, pid: int) -> None:
+        """Make ``probe`` fire in ``pid`` too, and in the tasks it creates from now on (an
+        inherited event without a program: the probe's program already runs for every hit)."""
+        tp_id = int((self.tracefs / "events" / GROUP / probe.name / "id").read_text())
+        fd = perf_open(tp_id, pid, inherit=True)
+        probe.fds.append(fd)
+        fcntl.ioctl(fd, PERF_EVENT_IOC_ENABLE, 0)
+
     def detach(self, probe: Probe) -> None:
         """Close its events (inherited copies go with them), then remove the definition."""
         for fd in probe.fds:
