@@ -190,7 +190,7 @@ class BpfBackend(Backend):
             if self._alloc is not None and isinstance(self._alloc.attacher, alloc.TracefsProbes):
                 for child in children:  # processes forked before the attach: their calls too
                     if self._alloc.attacher.follow(child) and self._others is not None:
-                        self._others.pending[child] = 0  # and whether they use the same allocator
+                        self._others.look_at(child)  # and whether they use the same allocator
 
     def _find_allocator(self, find: Callable[[], allocators.AllocatorLib]) -> allocators.AllocatorLib | None:
         """The allocator library to probe, measured once (calibrate.py) before anything is traced."""

@@ -45,6 +45,10 @@ class OtherAllocators:
             if pid != self.root:
                 self.pending[int(pid)] = int(ts)
 
+    def look_at(self, pid: int) -> None:
+        """Look at ``pid`` at the next check (a process that was running before the recording)."""
+        self.pending[pid] = 0
+
     def check(self) -> None:
         now = procfs.time_ns()
         for pid, ts in list(self.pending.items()):
