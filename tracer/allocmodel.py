@@ -87,7 +87,8 @@ class Blocks:
     at: int  # when the process got them (its fork)
 
 
-def _segment(ev: Events) -> Events:
+def since_last_exec(ev: Events) -> Events:
+    """The events of one process from its last execve on: the address space they describe."""
     ex = np.flatnonzero(ev["kind"] == Kind.EXEC)
     return ev[ex[-1] :] if len(ex) else ev
 
@@ -95,16 +96,15 @@ def _segment(ev: Events) -> Events:
 def inherited(ev: Events, pid: int, depth: int = 0) -> Blocks | None:
     """The blocks ``pid`` got from its parent at the fork, when both are in ``ev`` (all the
     trace's events, in time order) and ``pid`` has not exec'd since; None otherwise."""
-    mine = ev[ev["pid"] == pid]
-    if depth > 64 or (mine["kind"] == Kind.EXEC).any():
+    if depth > 64 or ((ev["pid"] == pid) & (ev["kind"] == Kind.EXEC)).any():
         return None
     fork = ev[(ev["kind"] == Kind.FORK) & (ev["a0"] == pid) & (ev["a2"] == 0)]
     if not len(fork):
         return None
     parent, at = int(fork["pid"][0]), int(fork["ts"][0])
     before = ev[(ev["pid"] == parent) & (ev["ts"] < at)]
-    live = live_series(_segment(before), inherited(ev, parent, depth + 1) if not (before["kind"] == Kind.EXEC).any()
-                       else None)  # fmt: skip
+    exec_before = bool((before["kind"] == Kind.EXEC).any())
+    live = live_series(since_last_exec(before), None if exec_before else inherited(ev, parent, depth + 1))
     return Blocks(live.open_ptr, live.open_size, live.open_ts, at)
 
 
@@ -179,9 +179,9 @@ def _with_start(ev: Events, start: Blocks) -> LiveSeries:
     rest = ev.to_records() if isinstance(ev, Columns) else np.asarray(ev)
     both = np.concatenate([first, rest[np.isin(rest["kind"], _ALLOC_OR_CLOSE)]])
     s = live_series(both)
-    # the blocks keep the time they were allocated in the parent
+    # the blocks keep the time they were allocated in the parent (its live pointers are distinct)
     kept = np.flatnonzero((s.open_ts == start.at) & np.isin(s.open_ptr, start.ptr))
     if len(kept):
-        was = dict(zip(start.ptr.tolist(), start.ts.tolist(), strict=True))
-        s.open_ts[kept] = [was[int(p)] for p in s.open_ptr[kept]]
+        by_ptr = np.argsort(start.ptr)
+        s.open_ts[kept] = start.ts[by_ptr[np.searchsorted(start.ptr, s.open_ptr[kept], sorter=by_ptr)]]
     return s

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from .addrspace import ERRNO_MAX, MAP_ANONYMOUS, AddressSpace
-from .allocmodel import inherited, live_series
+from .allocmodel import inherited, live_series, since_last_exec
 from .columns import Events
 from .decode import RELEASE_ADVICE, advice_name
 from .events import KIND_NAMES, Kind
@@ -69,19 +69,13 @@ def _what(prot: int, anon: bool, flags: int, size: int) -> str:
     return "anon"
 
 
-def _segment(ev: Events) -> Events:
-    """The events of the address space the timeline describes: from the last exec on."""
-    ex = np.flatnonzero(ev["kind"] == Kind.EXEC)
-    return ev[ex[-1] :] if len(ex) else ev
-
-
 def build(trace: Trace, pid: int | None = None) -> Timeline:
     meta = trace.meta
     pid = int(meta["pid"]) if pid is None else pid
     page = int(meta.get("machine", {}).get("page_size", 4096))
     ev = trace.columns
     mine = ev["pid"] == pid
-    ev = _segment(ev if mine.all() else ev[mine])  # one process traced: no copy
+    ev = since_last_exec(ev if mine.all() else ev[mine])  # one process traced: no copy
     kind = np.ascontiguousarray(ev["kind"])
     snap = meta.get("snapshot") if not (kind == Kind.EXEC).any() else None
     t0 = int(meta.get("start_ns", ev["ts"][0] if len(ev) else 0))

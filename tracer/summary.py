@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from .addrspace import ERRNO_MAX, AddressSpace
-from .allocmodel import Blocks, inherited, live_series
+from .allocmodel import Blocks, inherited, live_series, since_last_exec
 from .columns import Events
 from .decode import RELEASE_ADVICE, advice_name
 from .events import ALLOCATOR_KINDS, KIND_NAMES, SYSCALL_KINDS, Kind
@@ -22,16 +22,10 @@ def _ok(ev: Events) -> np.ndarray:
     return ~((r < 0) & (r >= -ERRNO_MAX))
 
 
-def _last_exec(ev: Events) -> Events:
-    """Events of one process from its last execve on (the address space the summary describes)."""
-    ex = np.flatnonzero(ev["kind"] == Kind.EXEC)
-    return ev[ex[-1] :] if len(ex) else ev
-
-
 def process_summary(ev: Events, page_size: int, snapshot: dict | None, forked: Blocks | None = None) -> dict[str, Any]:
     """brk, mmap, madvise, rss and allocator figures of one process (its events in time order;
     ``forked``: the blocks it got from its parent at its fork)."""
-    ev = _last_exec(ev)
+    ev = since_last_exec(ev)
     kind = ev["kind"]
     brk_ev = ev[(kind == Kind.BRK)]
     rets = brk_ev["ret"].astype(np.int64)
