@@ -7,6 +7,7 @@ import json
 import os
 import pty
 import select
+import signal
 import struct
 import subprocess
 import termios
@@ -21,12 +22,26 @@ from tracer.tracefile import open_trace
 
 @needs_root
 def test_losses_are_counted_never_silent(tmp_path) -> None:
-    """A ring buffer too small for the rate: every record that did not fit is counted."""
-    n = 300_000
+    """A ring buffer the recorder does not drain in time: every record that did not fit is counted.
+
+    The recorder is stopped (SIGSTOP) for half a second while the workload runs, so the 1 MiB ring
+    overflows whatever the speed of this machine's syscalls and of the recorder's drain."""
+    n = 400_000
     trace = str(tmp_path / "l.trace")
-    r = run_heapline("record", "-q", "--backend", "bpf", "--ring-mb", "1", "-o", trace, "--",
-                     workload("mmap_churn"), str(n))
-    assert r.returncode == 0, r.stderr
+    rec = subprocess.Popen([*HEAPLINE, "record", "--backend", "bpf", "--ring-mb", "1", "-o", trace, "--",
+                            workload("mmap_churn"), str(n)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True)  # fmt: skip
+    err = ""
+    while "recording:" not in err:
+        line = rec.stderr.readline()
+        assert line, err
+        err += line
+    time.sleep(0.2)
+    rec.send_signal(signal.SIGSTOP)
+    time.sleep(0.5)
+    rec.send_signal(signal.SIGCONT)
+    err += rec.stderr.read()
+    assert rec.wait(timeout=120) == 0, err
     t = open_trace(trace)
     pid = t.header["pid"]
     ev = t.events[t.events["pid"] == pid]
