@@ -99,8 +99,11 @@ struct alloc_call {
 
 // Allocator records are gathered per CPU and go to their ring a batch at a time (one ring
 // reservation per BATCH calls instead of one per call), column by column: user space takes each
-// field of a whole batch as one contiguous run. Mirrors tracer/backends/ringbuf.py BATCH_DTYPE.
-#define BATCH 64  // a power of two
+// field of a whole batch as one contiguous run. Mirrors tracer/backends/ringbuf.py BATCH_DTYPE;
+// BATCH (records per batch, a power of two) is its BATCH_SLOTS, passed by the loader.
+#ifndef BATCH
+#error "BATCH is given by tracer/backends/bpf.py"
+#endif
 struct batch {
     u32 n;         // records written
     u32 pad;

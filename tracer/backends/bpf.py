@@ -22,7 +22,7 @@ from . import alloc
 from .alloc import captured_stderr
 from .base import Backend, BackendInfo, LaunchSpec, Options
 from .otheralloc import OtherAllocators
-from .ringbuf import BATCH_DTYPE, RingReader, batch_events
+from .ringbuf import BATCH_DTYPE, BATCH_SLOTS, RingReader, batch_events
 from .uprobes import TRACEFS, Uprobes
 
 TRACE_ACTIVE = 1
@@ -131,6 +131,7 @@ class BpfBackend(Backend):
             f"-DFOLLOW_CHILDREN={1 if self.options.follow_children else 0}",
             f"-DALLOC_RING_PAGES={self.ring_pages}",
             f"-DBATCH_AGE_NS={BATCH_AGE_NS}ULL",
+            f"-DBATCH={BATCH_SLOTS}",
             *([f"-DSTACKS={STACK_ENTRIES}"] if self.options.stacks else []),
         ]
         os.environ["BCC_KERNEL_SOURCE"] = self.headers.path
@@ -250,8 +251,12 @@ class BpfBackend(Backend):
             ev, self._leftover = self._leftover, Columns.empty()
             return ev
         ev = self._reader.drain()
+        spare = self._spare.drain()
+        if self._others is not None:  # execs come through the events rings, never in allocator batches
+            self._others.feed(ev)
+            self._others.feed(spare)
         batches = self._batches.drain() if self._batches is not None else Columns.empty()
-        extra = [a for a in (self._spare.drain(), batches, Columns.from_records(self._trailing_rss())) if len(a)]
+        extra = [a for a in (spare, batches, Columns.from_records(self._trailing_rss())) if len(a)]
         if extra:
             ev = Columns.merged([ev, *extra])
         if not self._exec_seen and len(ev):
@@ -259,7 +264,6 @@ class BpfBackend(Backend):
         if self._maps is not None and self._exec_seen:
             self._watch_maps()
         if self._others is not None:
-            self._others.feed(ev)
             self._others.check()
         return ev
 

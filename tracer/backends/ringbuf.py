@@ -27,7 +27,7 @@ from ..events import EVENT_DTYPE
 BUSY_BIT = 1 << 31
 DISCARD_BIT = 1 << 30
 HEADER = np.dtype([("hdr_len", "<u4"), ("hdr_pgoff", "<u4")])
-BATCH_SLOTS = 64  # probes/heapline.h BATCH
+BATCH_SLOTS = 64  # records per batch, a power of two: probes/heapline.h BATCH
 # probes/heapline.h struct batch: count, pad, busy, first_ts, then each field of EVENT_DTYPE for
 # BATCH_SLOTS records (a column per field)
 #: fields an allocator record never uses, not carried in batches (read as zeros)
