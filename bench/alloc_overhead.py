@@ -6,8 +6,9 @@ The workload (workloads/bin/malloc_churn) times its own loop of malloc(64) + tou
 CLOCK_MONOTONIC, so every figure is the traced work itself, without any tool's start-up. Slow
 tools run fewer pairs (the cost is reported per pair). Printed, for each tool: the loop time per
 pair, the cost it added per pair, and the ratio against an untraced run and against bcc's memleak.
-Then heapline's own figures on a 10-million-call run: lost events, the recorder's CPU per event,
-and bytes on disk per event.
+Then heapline's own figures on a 10-million-call run and on a Python program (bench/py_alloc.py,
+varied sizes and pointers): lost events, the recorder's CPU per event (and how much of it went
+to Arrow: conversion, lz4 and the write), and bytes on disk per event.
 """
 
 from __future__ import annotations
@@ -79,6 +80,24 @@ def bare_uprobes_cmd(pairs: int) -> list[str]:
     return [sys.executable, str(ROOT / "bench" / "bare_uprobes.py"), CHURN, str(pairs)]
 
 
+def collector_figures(title: str, cmd: list[str], trace: str) -> None:
+    """Record ``cmd`` and print what the recorder spent and wrote per event."""
+    p = subprocess.run([*HEAPLINE, "record", "-q", "-o", trace, "--", *cmd], capture_output=True, text=True, cwd=ROOT)
+    if p.returncode != 0:
+        raise SystemExit(p.stderr[-2000:])
+    from tracer.tracefile import open_trace
+
+    t = open_trace(trace)
+    events = len(t)
+    cpu, arrow = t.end["collector_cpu_s"], t.end["writer_cpu_s"]
+    size = os.path.getsize(trace)
+    print(f"\n{title}: {events:,} events recorded, {t.end['lost_total']} lost "
+          f"({t.end['backend_end'].get('lost_by_reason')})")
+    print(f"collector CPU: {cpu / events * 1e9:.0f} ns per event ({cpu:.2f} s draining, converting and writing), "
+          f"of which {arrow / events * 1e9:.0f} ns converting to Arrow, compressing and writing")
+    print(f"on disk: {size / events:.1f} bytes per event ({size / 1e6:.1f} MB)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, default=2_000_000)
@@ -127,20 +146,10 @@ def main() -> None:
 
     # the lossless run: 10M calls, recorder CPU per event, bytes per event
     big = args.big
-    p = subprocess.run([*HEAPLINE, "record", "-q", "-o", trace, "--", CHURN, str(big)], capture_output=True,
-                       text=True, cwd=ROOT)
-    if p.returncode != 0:
-        raise SystemExit(p.stderr[-2000:])
-    from tracer.tracefile import open_trace
-
-    t = open_trace(trace)
-    events = len(t)
-    cpu = t.end["collector_cpu_s"]
-    size = os.path.getsize(trace)
-    print(f"\n{2 * big:,} allocator calls: {events:,} events recorded, {t.end['lost_total']} lost "
-          f"({t.end['backend_end'].get('lost_by_reason')})")
-    print(f"collector CPU: {cpu / events * 1e9:.0f} ns per event ({cpu:.2f} s draining, converting and writing)")
-    print(f"on disk: {size / events:.1f} bytes per event ({size / 1e6:.1f} MB)")
+    collector_figures(f"{2 * big:,} allocator calls (the churn)", [CHURN, str(big)], trace)
+    # a real program: varied sizes and pointers, syscalls and RSS records between the calls
+    py = ["env", "PYTHONMALLOC=malloc", sys.executable, str(ROOT / "bench" / "py_alloc.py")]
+    collector_figures("a Python program with PYTHONMALLOC=malloc (bench/py_alloc.py)", py, trace)
     shutil.rmtree(tmp, ignore_errors=True)
 
 

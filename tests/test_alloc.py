@@ -51,6 +51,8 @@ def expected(kv: dict[str, str]) -> dict[str, int]:
 def check(trace: str, rep: Report, aliases: bool = True) -> None:
     t = open_trace(trace)
     assert t.complete and t.end["lost_total"] == 0
+    # the recorder's CPU, and the part of it the trace file took, were measured
+    assert 0 < t.end["writer_cpu_s"] <= t.end["collector_cpu_s"]
     info = t.header["backend"]["allocator"]
     assert info["traced"], info
     pid = int(rep.all("pid")[0]["pid"])

@@ -240,6 +240,7 @@ def _loop(
         "events_written": writer.events_written,
         # CPU heapline itself spent draining, converting and writing (not loading probes)
         "collector_cpu_s": round(cpu_end - cpu_start, 6),
+        "writer_cpu_s": round(writer.cpu_s, 6),  # of which converting to Arrow, compressing and writing
         "libc": libc_info,
         "backend_end": info.details,
     }

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 import numpy as np
@@ -105,6 +106,7 @@ class TraceWriter:
         self._schema: pa.Schema | None = None
         self.events_written = 0
         self.bytes_written = 0
+        self.cpu_s = 0.0  # converting to Arrow, compressing and writing
 
     @property
     def started(self) -> bool:
@@ -129,7 +131,9 @@ class TraceWriter:
         if not len(events):
             return
         assert self._writer is not None and self._schema is not None
+        t0 = time.process_time()
         self._writer.write_batch(to_batch(events, self._schema))
+        self.cpu_s += time.process_time() - t0
         self.events_written += len(events)
         self.bytes_written = self._sink.tell()
 
