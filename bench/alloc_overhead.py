@@ -141,7 +141,10 @@ def main() -> None:
     print(f"{'tool':<28} {'ns/pair':>10} {'added/pair':>12} {'x untraced':>11} {'x memleak cost':>15}")
     for name, v in per_pair.items():
         added = v - base
-        vs_ml = f"{(ml - base) / added:.1f}x cheaper" if ml and name != "bcc memleak" and added > 0 else "-"
+        vs_ml = "-"
+        if ml and name != "bcc memleak" and added > 0:
+            r = (ml - base) / added
+            vs_ml = f"{r:.1f}x cheaper" if r >= 1 else f"{1 / r:.0f}x dearer"
         print(f"{name:<28} {v:10.1f} {added / 1000:9.2f} µs {v / base:10.1f}x {vs_ml:>15}")
 
     # the lossless run: 10M calls, recorder CPU per event, bytes per event
