@@ -272,6 +272,20 @@ def test_a_forked_and_execed_child_is_traced(tmp_path) -> None:
 
 
 @needs_root
+def test_a_script_is_traced_through_its_interpreter(tmp_path) -> None:
+    """A #!/bin/sh script launched directly: sh's allocator is probed, and the program it runs
+    (same library) is traced call for call."""
+    script = tmp_path / "run.sh"
+    script.write_text(f"#!/bin/sh\n{workload('alloc_calls')} --extra\ntrue\n")
+    script.chmod(0o755)
+    trace = str(tmp_path / "s.trace")
+    r = run_heapline("record", "-q", "-o", trace, "--", str(script))
+    assert r.returncode == 0, r.stderr
+    assert "not traced" not in r.stderr
+    check(trace, parse_report(r.stdout))
+
+
+@needs_root
 def test_a_child_forked_after_the_attach_is_traced(tmp_path) -> None:
     trace = str(tmp_path / "c.trace")
     script = f"echo 'HL ready'; head -c1 >/dev/null; {workload('alloc_calls')} --extra; true"

@@ -240,7 +240,8 @@ def test_static_program(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "content, match",
     [
-        (b"#!/bin/sh\necho hi\n", "is a script"),
+        (b"#!\necho hi\n", "names no interpreter"),
+        (b"#!/nonexistent/sh -e\necho hi\n", "Cannot read /nonexistent/sh"),
         (b"", "not an ELF"),
         (b"\x7fELF\x02\x01\x01" + b"\x00" * 9 + b"garbage", "not a readable ELF"),
     ],
@@ -283,3 +284,20 @@ def test_loader_list_output_parsing() -> None:
         "\tlibc.musl-x86_64.so.1 => /lib/ld-musl-x86_64.so.1 (0x7f0c1a2b3000)\n"
     )
     assert _listed_paths(musl) == ["/lib/ld-musl-x86_64.so.1", "/lib/ld-musl-x86_64.so.1"]
+
+
+def test_a_script_gets_its_interpreters_allocator(tmp_path: Path) -> None:
+    """The kernel runs a script's #! interpreter (which may be a script itself, 4 levels deep)."""
+    sh = find_for_launch("/bin/sh", clean_env())
+    prev = "/bin/sh"
+    for depth in range(1, 6):
+        p = tmp_path / f"s{depth}"
+        p.write_text(f"#!{prev} -e\necho hi\n")
+        p.chmod(0o755)
+        prev = str(p)
+        if depth <= 4:
+            lib = find_for_launch(prev, clean_env())
+            assert (lib.path, lib.family) == (sh.path, sh.family)
+        else:
+            with pytest.raises(NoAllocator, match="nested more than 4 deep"):
+                find_for_launch(prev, clean_env())

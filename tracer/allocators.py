@@ -209,9 +209,38 @@ def _listed_paths(output: str) -> list[str]:
     return paths
 
 
+SCRIPT_DEPTH = 4  # interpreters that are scripts themselves: the kernel follows this many (BINPRM_MAX_RECURSION)
+
+
+def script_interpreter(path: str) -> str | None:
+    """The interpreter the kernel runs for ``path`` when it is a script (the first word of its
+    ``#!`` line, which the kernel reads from the first 256 bytes), or None for any other file."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(256)
+    except OSError:
+        return None  # _read says why
+    if not head.startswith(b"#!"):
+        return None
+    words = head[2:].split(b"\n", 1)[0].split()
+    if not words:
+        raise NoAllocator(f"{path} is a script whose #! line names no interpreter.")
+    return os.fsdecode(words[0])
+
+
 def find_for_launch(path: str, env: Mapping[str, str] | None = None) -> AllocatorLib:
-    """The library that will serve malloc when ``path`` runs with environment ``env``."""
+    """The library that will serve malloc when ``path`` runs with environment ``env``. For a
+    script, that of the program the kernel runs for it (``#!/bin/sh``: sh's; ``#!/usr/bin/env
+    python3``: env's, which the program env then execs uses too when it loads the same library)."""
     env = dict(os.environ if env is None else env)
+    script = path
+    for _ in range(SCRIPT_DEPTH + 1):
+        interp = script_interpreter(path)
+        if interp is None:
+            break
+        path = interp
+    else:
+        raise NoAllocator(f"{script} is run by scripts nested more than {SCRIPT_DEPTH} deep; the kernel refuses it.")
     name = os.path.basename(path) or path
     exe = _read(path, path)
     if exe.interp is None:

@@ -200,7 +200,7 @@ class BpfBackend(Backend):
         try:
             lib = find()
         except allocators.NoAllocator as e:
-            self.notes.append(f"allocator calls are not traced: {e}; recording the syscall view")
+            self.notes.append(f"allocator calls are not traced: {str(e).rstrip('.')}; recording the syscall view")
             self._alloc_info = {"traced": False, "reason": str(e)}
             return None
         self._overhead = self._calibrate(lib)
@@ -238,7 +238,7 @@ class BpfBackend(Backend):
                 self.notes.append(note)
         except alloc.ProbeRefused as e:
             self._alloc = None
-            self.notes.append(f"{e}; recording the syscall view")
+            self.notes.append(f"{str(e).rstrip('.')}; recording the syscall view")
             self._alloc_info = {"traced": False, "reason": str(e), "library": lib.shown_path}
             return
         self._alloc_info = {"traced": True, **self._alloc.describe(), "overhead": self._overhead}
