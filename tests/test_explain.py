@@ -6,7 +6,7 @@ import json
 
 from conftest import ROOT, needs_root, parse_report, run_heapline, workload
 
-from tracer.explain import explain
+from tracer.explain import condensed, explain
 from tracer.tracefile import open_trace
 
 TRACES = ROOT / "traces"
@@ -33,6 +33,39 @@ def test_forked_child_returned_at_exit() -> None:
     assert len(exits) == 1 and exits[0].evidence["exit_code"] == 3
 
 
+def _exit_finding(pid: int, at_s: float) -> dict:
+    ev = {"pid": pid, "footprint": 4096, "rss_anon": 8192, "exit_code": 0, "at_s": at_s}
+    return {"code": "RETURNED_AT_EXIT", "message": f"Process {pid} ...", "evidence": ev, "ts": int(at_s * 1e9)}
+
+
+def test_many_exits_read_as_one_finding() -> None:
+    other = {"code": "MMAP_CHUNK_RETURNED", "message": "x", "evidence": {}, "ts": 5}
+    few = [_exit_finding(11, 0.1), _exit_finding(12, 0.2), other, _exit_finding(13, 0.3), _exit_finding(10, 0.9)]
+    assert condensed(few, 10) == few
+    many = [_exit_finding(11, 0.1), other, *(_exit_finding(p, p / 100) for p in (12, 13, 14)), _exit_finding(10, 0.9)]
+    out = condensed(many, 10)
+    assert [f["code"] for f in out] == ["RETURNED_AT_EXIT", "MMAP_CHUNK_RETURNED", "RETURNED_AT_EXIT"]
+    assert out[0]["evidence"] == {"pids": [11, 12, 13, 14], "footprint": 4 * 4096, "rss_anon": 4 * 8192}
+    assert out[0]["ts"] == many[0]["ts"]
+    assert out[0]["message"].startswith("4 other processes gave back 16 KiB") and "from 0.100 s to 0.140 s" in out[0][
+        "message"]
+    assert out[2] is many[-1]  # the traced process keeps its own
+
+
+@needs_root
+def test_a_shells_helpers_are_one_line_of_the_summary(tmp_path) -> None:
+    trace = str(tmp_path / "sh.trace")
+    r = run_heapline("record", "-q", "-o", trace, "--", "/bin/sh", "-c", "for i in 1 2 3 4 5 6; do /bin/true; done")
+    assert r.returncode == 0, r.stderr
+    t = open_trace(trace)
+    children = {f.evidence["pid"] for f in explain(t) if f.code == "RETURNED_AT_EXIT"} - {t.header["pid"]}
+    assert len(children) >= 6  # each /bin/true, one finding each in the JSON
+    text = run_heapline("summary", trace).stdout
+    assert f"{len(children)} other processes gave back" in " ".join(text.split())
+    assert "RETURNED_AT_EXIT: Process" in text  # the shell's own exit, as it was
+    assert text.count("RETURNED_AT_EXIT") == 2
+
+
 def test_explain_at_a_moment() -> None:
     t = open_trace(str(TRACES / "phases.trace"))
     early = explain(t, at_ns=1)
@@ -54,3 +87,19 @@ def test_trim_and_arenas_on_a_live_recording(tmp_path) -> None:
     assert "ARENA_RETAINED" in codes(found)
     s = json.loads(run_heapline("summary", trace, "--json").stdout)
     assert {"RELEASED_BY_TRIM", "ARENA_RETAINED", "RETURNED_AT_EXIT"} <= {f["code"] for f in s["findings"]}
+
+
+def test_the_live_series_is_computed_once_per_process(monkeypatch) -> None:
+    """The summary, the model and several findings all need the traced process's live blocks."""
+    import tracer.allocmodel as am
+    from tracer.model import build
+    from tracer.summary import summarize
+
+    sizes: list[int] = []
+    real = am.live_series
+    monkeypatch.setattr(am, "live_series", lambda ev, start=None: sizes.append(len(ev)) or real(ev, start))
+    t = open_trace(str(TRACES / "phases.trace"))
+    s = summarize(t)
+    explain(t)
+    build(t)
+    assert len(sizes) == 1 and s["alloc"]["live_blocks_final"] == am.process_live(t, t.header["pid"]).blocks_final

@@ -13,6 +13,7 @@ exec'd (its address space started over).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -106,6 +107,20 @@ def inherited(ev: Events, pid: int, depth: int = 0) -> Blocks | None:
     exec_before = bool((before["kind"] == Kind.EXEC).any())
     live = live_series(since_last_exec(before), None if exec_before else inherited(ev, parent, depth + 1))
     return Blocks(live.open_ptr, live.open_size, live.open_ts, at)
+
+
+def process_live(trace: Any, pid: int) -> LiveSeries:
+    """The live series of process ``pid`` of ``trace`` (a tracefile.Trace): its events from its last
+    exec on, starting with the blocks it got at its fork unless it is the traced process itself.
+    Computed once per trace: the model, the summary and several findings ask for it."""
+    key = ("live", pid)
+    if key not in trace.derived:
+        ev = trace.columns
+        mine = ev["pid"] == pid
+        ev = since_last_exec(ev if mine.all() else ev[mine])
+        start = inherited(trace.columns, pid) if pid != int(trace.meta["pid"]) else None
+        trace.derived[key] = live_series(ev, start)
+    return trace.derived[key]
 
 
 def live_series(ev: Events, start: Blocks | None = None) -> LiveSeries:

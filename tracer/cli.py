@@ -169,7 +169,7 @@ def explain(
         json.dump(found, sys.stdout, indent=2)
         sys.stdout.write("\n")
     elif found:
-        print_findings(found, Console(highlight=False))
+        print_findings(found, Console(highlight=False), int(t.meta["pid"]))
     else:
         Console(highlight=False).print("no findings")
 

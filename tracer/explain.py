@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .allocmodel import inherited, live_series
+from .allocmodel import process_live
 from .columns import Events
 from .events import Kind
 from .model import Timeline, build
@@ -89,8 +89,8 @@ def explain(trace: Trace, at_ns: int | None = None, pid: int | None = None) -> l
     return sorted(out, key=lambda f: (f.ts is None, f.ts or 0))
 
 
-def _heap_blocks(trace: Trace, tl: Timeline, ev: Events) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    live = live_series(ev, inherited(trace.columns, tl.pid) if tl.pid != int(trace.meta["pid"]) else None)
+def _heap_blocks(trace: Trace, tl: Timeline) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    live = process_live(trace, tl.pid)
     brk = int(tl.breaks["brk"].iloc[-1]) if len(tl.breaks) else tl.start_brk
     inside = (live.open_ptr >= tl.start_brk) & (live.open_ptr < brk)
     return live.open_ptr[inside], live.open_size[inside], live.open_ts[inside]
@@ -101,7 +101,7 @@ def _heap_top(trace: Trace, tl: Timeline, ev: Events, family: str | None) -> lis
     if family not in (None, "glibc") or not len(tl.breaks) or not (ev["kind"] >= Kind.MALLOC).any():
         return []
     brk = int(tl.breaks["brk"].iloc[-1])
-    ptr, size, born = _heap_blocks(trace, tl, ev)
+    ptr, size, born = _heap_blocks(trace, tl)
     threshold, source = trim_threshold(trace, ev)
     found = []
     if len(ptr):
@@ -186,7 +186,7 @@ def _not_consolidated(trace: Trace, tl: Timeline, ev: Events, family: str | None
     if len(frees) < 1000:
         return []
     heap = int(tl.breaks["heap"].iloc[-1])
-    _, size, _ = _heap_blocks(trace, tl, ev)
+    _, size, _ = _heap_blocks(trace, tl)
     free_in_heap = heap - int(size.sum())
     trims = ev[(ev["kind"] == Kind.MALLOC_TRIM) & (ev["ts"] > frees["ts"][-1])]
     sizes = pd.Series(np.zeros(0))
@@ -277,4 +277,32 @@ def _exit(trace: Trace, tl: Timeline, ev: Events, family: str | None) -> list[Fi
         f"Process {tl.pid} gave back its {_kib(last['footprint'])} of heap and anonymous mappings "
         f"({_kib(last['rss_anon'])} resident) by exiting at {_rel(t, tl.t0):.3f} s.",
         {"pid": tl.pid, "footprint": int(last["footprint"]), "rss_anon": int(last["rss_anon"]),
-         "exit_code": int(ex["a0"][0]) if ex["a1"][0] else None}, t)]
+         "exit_code": int(ex["a0"][0]) if ex["a1"][0] else None, "at_s": _rel(t, tl.t0)}, t)]
+
+
+def condensed(findings: list[dict[str, Any]], root: int, keep: int = 3) -> list[dict[str, Any]]:
+    """``findings`` (as JSON) for a reader: when more than ``keep`` processes other than ``root``
+    gave their memory back by exiting (a shell's or a build's helpers), one finding stands for
+    them all, where the first was; the JSON output keeps one per process."""
+    ex = [f for f in findings if f["code"] == "RETURNED_AT_EXIT" and f["evidence"].get("pid") != root]
+    if len(ex) <= keep:
+        return findings
+    gone = {id(f) for f in ex}
+    footprint = sum(int(f["evidence"].get("footprint") or 0) for f in ex)
+    rss = sum(int(f["evidence"].get("rss_anon") or 0) for f in ex)
+    times = [f["evidence"]["at_s"] for f in ex if f["evidence"].get("at_s") is not None]
+    when = f", from {min(times):.3f} s to {max(times):.3f} s" if times else ""
+    merged = {
+        "code": "RETURNED_AT_EXIT",
+        "message": f"{len(ex):,} other processes gave back {_kib(footprint)} of heap and anonymous mappings "
+                   f"({_kib(rss)} resident) by exiting{when}; the JSON output has one finding for each.",
+        "evidence": {"pids": [f["evidence"]["pid"] for f in ex], "footprint": footprint, "rss_anon": rss},
+        "ts": ex[0]["ts"],
+    }
+    out: list[dict[str, Any]] = []
+    for f in findings:
+        if f is ex[0]:
+            out.append(merged)
+        elif id(f) not in gone:
+            out.append(f)
+    return out

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from .addrspace import ERRNO_MAX, MAP_ANONYMOUS, AddressSpace
-from .allocmodel import inherited, live_series, since_last_exec
+from .allocmodel import process_live, since_last_exec
 from .columns import Events
 from .decode import RELEASE_ADVICE, advice_name
 from .events import KIND_NAMES, Kind
@@ -140,7 +140,7 @@ def build(trace: Trace, pid: int | None = None) -> Timeline:
         first = pd.DataFrame({"ts": [t0], "anon": [snap["rss"]["anon"]], "file": [snap["rss"]["file"]],
                               "shmem": [snap["rss"]["shmem"]], "anon_high": [snap["rss"]["anon"]]})
         rss = pd.concat([first, rss], ignore_index=True)
-    ls = live_series(ev, inherited(trace.columns, pid) if pid != int(meta["pid"]) else None)
+    ls = process_live(trace, pid)
     live = pd.DataFrame({"ts": ls.ts.astype(np.int64), "live_bytes": ls.live_bytes, "live_blocks": ls.live_blocks})
     memory = _memory(breaks, anon, live, rss, t0)
     return Timeline(pid, t0, start_brk, breaks, mp, releases, rss, live, memory, ls.unmatched_frees)

@@ -10,6 +10,8 @@ from rich.table import Table
 
 from viz.units import human_bytes
 
+from .explain import condensed
+
 
 def _addr(v: int) -> str:
     return hex(v) if v else "-"
@@ -29,7 +31,10 @@ def print_summary(s: dict[str, Any], console: Console) -> None:
         console.print(f"libc: {lib.get('version') or 'unknown'} ({lib.get('path')}, {lib.get('source')})")
 
     calls = "  ".join(f"{k} [bold]{v:,}[/]" for k, v in ev["by_kind"].items())
-    console.print(f"calls: {calls}")
+    # the target's programs (a launched one's first exec is its launch); not with --all-processes
+    programs = 0 if "processes" in s else int(ev["by_kind"].get("exec", 0))
+    ran = f" (the {programs} programs pid {t['pid']} ran)" if programs > 1 else ""
+    console.print(f"calls{ran}: {calls}")
 
     b = s["brk"]
     table = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
@@ -57,7 +62,7 @@ def print_summary(s: dict[str, Any], console: Console) -> None:
     else:
         console.print("madvise: none")
 
-    print_findings(s.get("findings", []), console)
+    print_findings(s.get("findings", []), console, int(t["pid"]))
     a = s.get("alloc")
     if a is None:
         return
@@ -69,7 +74,8 @@ def print_summary(s: dict[str, Any], console: Console) -> None:
     made = {k: v for k, v in a["calls"].items() if v}
     total = sum(made.values())
     listing = "  ".join(f"{k} [bold]{v:,}[/]" for k, v in made.items()) or "none"
-    console.print(f"allocator calls ({lib.get('family', '?')}, {lib.get('library', '?')}): {total:,}: {listing}")
+    which = "allocator calls of the last program" if programs > 1 else "allocator calls"
+    console.print(f"{which} ({lib.get('family', '?')}, {lib.get('library', '?')}): {total:,}: {listing}")
     for o in a.get("other_allocators", []):
         console.print(f"  not traced: pid {o['pid']} ({o['program']}) gets malloc from {o['library']} ({o['family']})")
     if a.get("added_time_s") is not None:
@@ -83,10 +89,10 @@ def print_summary(s: dict[str, Any], console: Console) -> None:
     )
 
 
-def print_findings(findings: list[dict[str, Any]], console: Console) -> None:
+def print_findings(findings: list[dict[str, Any]], console: Console, root: int) -> None:
     if not findings:
         return
     console.print("[bold]findings[/]")
-    for f in findings:
+    for f in condensed(findings, root):
         console.print(f"  [bold]{f['code']}[/]: {f['message']}", soft_wrap=True)
 

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from .addrspace import ERRNO_MAX, AddressSpace
-from .allocmodel import Blocks, inherited, live_series, since_last_exec
+from .allocmodel import Blocks, LiveSeries, live_series, process_live, since_last_exec
 from .columns import Events
 from .decode import RELEASE_ADVICE, advice_name
 from .events import ALLOCATOR_KINDS, KIND_NAMES, SYSCALL_KINDS, Kind
@@ -22,9 +22,11 @@ def _ok(ev: Events) -> np.ndarray:
     return ~((r < 0) & (r >= -ERRNO_MAX))
 
 
-def process_summary(ev: Events, page_size: int, snapshot: dict | None, forked: Blocks | None = None) -> dict[str, Any]:
+def process_summary(ev: Events, page_size: int, snapshot: dict | None, forked: Blocks | None = None,
+                    live: LiveSeries | None = None) -> dict[str, Any]:
     """brk, mmap, madvise, rss and allocator figures of one process (its events in time order;
-    ``forked``: the blocks it got from its parent at its fork)."""
+    ``forked``: the blocks it got from its parent at its fork; ``live``: its live series when
+    already computed)."""
     ev = since_last_exec(ev)
     kind = ev["kind"]
     brk_ev = ev[(kind == Kind.BRK)]
@@ -79,7 +81,7 @@ def process_summary(ev: Events, page_size: int, snapshot: dict | None, forked: B
         first = np.array([int(snapshot["rss"]["anon"])], dtype=np.int64)
         anon, highs = np.concatenate([first, anon]), np.concatenate([first, highs])
     return {
-        "alloc": alloc_summary(ev, forked),
+        "alloc": alloc_summary(ev, forked, live),
         "brk": brk,
         "mmap": {"anon_bytes_final": space.anon_bytes, "anon_bytes_peak": peak},
         "madvise": {"released_bytes": released, "by_advice": by_advice},
@@ -87,11 +89,11 @@ def process_summary(ev: Events, page_size: int, snapshot: dict | None, forked: B
     }
 
 
-def alloc_summary(ev: Events, start: Blocks | None = None) -> dict[str, Any]:
+def alloc_summary(ev: Events, start: Blocks | None = None, live: LiveSeries | None = None) -> dict[str, Any]:
     """Allocator calls of one process (its events in time order)."""
     kinds, n = np.unique(ev["kind"], return_counts=True)
     counts = dict(zip(kinds.tolist(), n.tolist(), strict=True))
-    live = live_series(ev, start)
+    live = live_series(ev, start) if live is None else live
     return {
         "calls": {KIND_NAMES[int(k)]: counts.get(int(k), 0) for k in ALLOCATOR_KINDS},
         "live_bytes_final": live.bytes_final,
@@ -143,13 +145,13 @@ def summarize(trace: Trace, all_processes: bool = False) -> dict[str, Any]:
             "by_kind": _by_kind(counted),
         },
     }
-    main = process_summary(mine, page, snapshot)
+    main = process_summary(mine, page, snapshot, live=process_live(trace, root))
     out.update(main)
     if all_processes:
         procs = []
         for pid in pids:
             sub = process_summary(ev[ev["pid"] == pid], page, snapshot if pid == root else None,
-                                  None if pid == root else inherited(ev, pid))
+                                  live=process_live(trace, pid))
             procs.append({"pid": pid, **sub})
         out["brk"] = {**main["brk"]}
         out["brk"]["grow_calls"] = sum(p["brk"]["grow_calls"] for p in procs)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tracer.errors import Exit, HeaplineError
+from tracer.explain import condensed
 from tracer.model import Timeline, build
 from tracer.tracefile import Trace, open_trace
 from viz.figures import HEIGHT, Moment, span_of, timeline_figure
@@ -222,7 +223,7 @@ def build_report(trace: Trace, findings: Sequence[dict[str, Any]] | None = None)
     """The page and what it holds."""
     tl = build(trace)
     t0, end = span_of(trace, tl)
-    found = normalize_findings(findings, t0, end)
+    found = [{**f, "number": i + 1} for i, f in enumerate(condensed(normalize_findings(findings, t0, end), tl.pid))]
     moments = [Moment(f["number"], f["ts"], f["code"]) for f in found if f["ts"] is not None]
     fig, info = timeline_figure(trace, tl, moments)
     k = key_figures(tl)
