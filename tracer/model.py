@@ -147,38 +147,39 @@ def build(trace: Trace, pid: int | None = None) -> Timeline:
 
 
 def _releases(ev: Events, kind: np.ndarray, breaks: pd.DataFrame, page: int) -> pd.DataFrame:
-    parts = []
-    # brk shrinks
-    prev = breaks["brk"].shift(1)
-    shrink = breaks[breaks["brk"] < prev]
-    parts.append(pd.DataFrame({
-        "ts": shrink["ts"], "tid": shrink["tid"], "call": "brk", "advice": None, "start": shrink["brk"],
-        "end": prev[shrink.index].astype(np.int64), "bytes": (prev[shrink.index] - shrink["brk"]).astype(np.int64),
-    }))
+    """Every release of memory to the kernel, in time order: brk shrinks, munmaps, mremaps that
+    shrink in place, madvises that free pages (arrays gathered first: one frame, not one per call)."""
+    parts: list[tuple] = []
+
+    def add(ts: np.ndarray, tid: np.ndarray, call: str, advice: list | None, start: np.ndarray,
+            end: np.ndarray, nbytes: np.ndarray) -> None:
+        if len(ts):
+            parts.append((ts, tid, [call] * len(ts), advice or [None] * len(ts), start, end, nbytes))
+
+    b = breaks["brk"].to_numpy(np.int64)
+    shrink = np.flatnonzero(b[1:] < b[:-1]) + 1
+    add(breaks["ts"].to_numpy(np.int64)[shrink], breaks["tid"].to_numpy(np.int64)[shrink], "brk", None, b[shrink],
+        b[shrink - 1], b[shrink - 1] - b[shrink])
     m = ev[kind == Kind.MUNMAP]
     m = m[_ok(m)]
     n = _page_up(m["a1"], page)
-    parts.append(pd.DataFrame({"ts": m["ts"], "tid": m["tid"], "call": "munmap", "advice": None, "start": m["a0"],
-                               "end": m["a0"] + n, "bytes": n}))
+    add(m["ts"], m["tid"], "munmap", None, m["a0"], m["a0"] + n, n)
     r = ev[kind == Kind.MREMAP]
     r = r[_ok(r)]
     old, new = _page_up(r["a1"], page), _page_up(r["a2"], page)
     inplace = (r["ret"].astype(np.uint64) == r["a0"]) & (new < old)
     r, old, new = r[inplace], old[inplace], new[inplace]
-    parts.append(pd.DataFrame({"ts": r["ts"], "tid": r["tid"], "call": "mremap", "advice": None,
-                               "start": r["a0"] + new,
-                               "end": r["a0"] + old, "bytes": old - new}))
+    add(r["ts"], r["tid"], "mremap", None, r["a0"] + new, r["a0"] + old, old - new)
     a = ev[kind == Kind.MADVISE]
     a = a[_ok(a) & np.isin(a["a2"], np.array(sorted(RELEASE_ADVICE), dtype=np.uint64))]
     n = _page_up(a["a1"], page)
-    parts.append(pd.DataFrame({"ts": a["ts"], "tid": a["tid"], "call": "madvise",
-                               "advice": [advice_name(int(x)) for x in a["a2"]],
-                               "start": a["a0"], "end": a["a0"] + n, "bytes": n}))
-    parts = [p for p in parts if len(p)]
-    columns = ["ts", "tid", "call", "advice", "start", "end", "bytes"]
-    out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
-    out = out.astype({"ts": np.int64, "tid": np.int64, "start": np.uint64, "end": np.uint64, "bytes": np.int64})
-    out = out.sort_values("ts", kind="stable").reset_index(drop=True)
+    add(a["ts"], a["tid"], "madvise", [advice_name(int(x)) for x in a["a2"]], a["a0"], a["a0"] + n, n)
+    names = ("ts", "tid", "call", "advice", "start", "end", "bytes")
+    types = (np.int64, np.int64, object, object, np.uint64, np.uint64, np.int64)
+    cols = {name: np.concatenate([np.asarray(p[i], dtype=t) for p in parts]) if parts else np.empty(0, dtype=t)
+            for i, (name, t) in enumerate(zip(names, types, strict=True))}
+    order = np.argsort(cols["ts"], kind="stable")
+    out = pd.DataFrame({name: col[order] for name, col in cols.items()})
     out["inside"] = _enclosing_allocator_call(ev, out)
     return out
 
