@@ -38,3 +38,24 @@ def test_merged_is_a_stable_sort_of_the_concatenation(sizes: tuple[int, ...]) ->
     every = np.concatenate(parts) if parts else np.zeros(0, dtype=EVENT_DTYPE)
     want = every[np.argsort(every["ts"], kind="stable")]
     assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("max_runs", [0, 1024])
+def test_sort_in_place_is_a_stable_sort(max_runs: int) -> None:
+    """Nearly sorted times (a few events moved, ties, and wholly random ones): the same order as
+    a stable argsort, by sorting the stretches out of place (or, past max_runs, everything)."""
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        n = int(rng.integers(2, 400))
+        ts = np.sort(rng.integers(0, 50, size=n)).astype(np.uint64)
+        for _ in range(int(rng.integers(0, 5))):
+            i, j = rng.integers(0, n, size=2)
+            ts[i], ts[j] = ts[j], ts[i]
+        if rng.random() < 0.3:
+            ts = rng.integers(0, 20, size=n).astype(np.uint64)
+        cols = {name: np.zeros(n, EVENT_DTYPE[name]) for name in EVENT_DTYPE.names}
+        cols["ts"], cols["a0"] = ts.copy(), np.arange(n, dtype=np.uint64)
+        cols["pid"].flags.writeable = False  # copied, not written through
+        got = Columns(cols).sort_by_time_in_place(max_runs=max_runs)
+        want = np.argsort(ts, kind="stable")
+        assert (got["a0"] == want).all() and (got["ts"] == ts[want]).all()

@@ -117,7 +117,7 @@ def process_live(trace: Any, pid: int) -> LiveSeries:
     if key not in trace.derived:
         ev = trace.columns
         mine = ev["pid"] == pid
-        ev = since_last_exec(ev if mine.all() else ev[mine])
+        ev = since_last_exec(ev.where(mine))
         start = inherited(trace.columns, pid) if pid != int(trace.meta["pid"]) else None
         trace.derived[key] = live_series(ev, start)
     return trace.derived[key]

@@ -110,6 +110,11 @@ class Columns:
                        np.searchsorted(big["ts"], small["ts"], side="right"))
         return Columns({name: np.insert(big.cols[name], pos, small.cols[name]) for name in NAMES})
 
+    def where(self, mask: np.ndarray) -> Columns:
+        """The events ``mask`` selects: these very columns when it selects them all (no copy: most
+        traces hold one process, whose events are all of them)."""
+        return self if bool(mask.all()) else self.take(np.flatnonzero(mask))
+
     def take(self, index: np.ndarray) -> Columns:
         return Columns({name: col[index] for name, col in self.cols.items()})
 
@@ -118,6 +123,32 @@ class Columns:
         if len(ts) < 2 or bool((ts[1:] >= ts[:-1]).all()):
             return self
         return self.take(np.argsort(ts, kind="stable"))
+
+    def sort_by_time_in_place(self, max_runs: int = 1024) -> Columns:
+        """Put the events in time order (as a stable sort would), moving only those out of place.
+
+        A recording's events are in time order but for a few stretches (a CPU's batch sent after
+        another CPU's later records): an event is in place when none before it is later and none
+        after it earlier, and each stretch between two such events holds exactly the events that
+        belong there, so sorting the stretches alone is the whole sort, without a copy of every
+        column. With more than ``max_runs`` stretches, one stable sort of everything. Columns
+        that cannot be written are copied first."""
+        ts = self.cols["ts"]
+        if len(ts) < 2 or bool((ts[1:] >= ts[:-1]).all()):
+            return self
+        placed = (ts == np.maximum.accumulate(ts)) & (ts == np.minimum.accumulate(ts[::-1])[::-1])
+        edges = np.flatnonzero(np.diff(np.r_[False, ~placed, False].astype(np.int8)))
+        runs = edges.reshape(-1, 2)  # [start, end) of each stretch out of place
+        if len(runs) > max_runs:
+            return self.take(np.argsort(ts, kind="stable"))
+        for name, col in self.cols.items():
+            if not col.flags.writeable:
+                self.cols[name] = col.copy()
+        for lo, hi in runs.tolist():
+            order = lo + np.argsort(ts[lo:hi], kind="stable")
+            for col in self.cols.values():
+                col[lo:hi] = col[order]
+        return self
 
     def to_records(self) -> np.ndarray:
         out = np.empty(len(self), dtype=EVENT_DTYPE)

@@ -76,7 +76,7 @@ def explain(trace: Trace, at_ns: int | None = None, pid: int | None = None) -> l
         trace = Trace(trace.path, trace.header, trace.end, trace.columns[trace.columns["ts"] <= t0 + at_ns],
                       trace.complete, trace.notes)
     tl = build(trace, pid)
-    ev = trace.columns[trace.columns["pid"] == tl.pid]
+    ev = trace.columns.where(trace.columns["pid"] == tl.pid)
     family = ((trace.meta.get("backend") or {}).get("allocator") or {}).get("family")
     out: list[Finding] = []
     for rule in (_trim_releases, _mmap_chunks, _heap_top, _not_consolidated, _reused, _arenas, _decay, _exit):
@@ -182,17 +182,15 @@ def _not_consolidated(trace: Trace, tl: Timeline, ev: Events, family: str | None
     """FREED_NOT_CONSOLIDATED: many small blocks freed, the heap still large, no trim since."""
     if family not in (None, "glibc") or not len(tl.breaks):
         return []
-    frees = ev[ev["kind"] == Kind.FREE]
+    kind = ev["kind"]
+    frees = np.flatnonzero(kind == Kind.FREE)  # positions only: no copy of the events
     if len(frees) < 1000:
         return []
     heap = int(tl.breaks["heap"].iloc[-1])
     _, size, _ = _heap_blocks(trace, tl)
     free_in_heap = heap - int(size.sum())
-    trims = ev[(ev["kind"] == Kind.MALLOC_TRIM) & (ev["ts"] > frees["ts"][-1])]
-    sizes = pd.Series(np.zeros(0))
-    allocs = ev[ev["kind"] == Kind.MALLOC]
-    if len(allocs):
-        sizes = pd.Series(allocs["a0"])
+    trims = np.flatnonzero(kind[frees[-1]:] == Kind.MALLOC_TRIM)  # after the last free (events in time order)
+    sizes = ev["a0"][kind == Kind.MALLOC]
     small = int((sizes <= TCACHE_MAX).sum())
     page = int(trace.meta.get("machine", {}).get("page_size", 4096))
     if free_in_heap < 2 * DEFAULT_TRIM_THRESHOLD or len(trims) or small < len(sizes) / 2:
@@ -205,7 +203,7 @@ def _not_consolidated(trace: Trace, tl: Timeline, ev: Events, family: str | None
         "(estimate).",
         {"frees": int(len(frees)), "small_allocations": small, "heap_bytes": heap, "free_in_heap": free_in_heap,
          "malloc_trim_estimate_pages": int(estimate), "estimate": True},
-        int(frees["ts"][-1]))]
+        int(ev["ts"][frees[-1]]))]
 
 
 def _reused(trace: Trace, tl: Timeline, ev: Events, family: str | None) -> list[Finding]:

@@ -75,7 +75,7 @@ def build(trace: Trace, pid: int | None = None) -> Timeline:
     page = int(meta.get("machine", {}).get("page_size", 4096))
     ev = trace.columns
     mine = ev["pid"] == pid
-    ev = since_last_exec(ev if mine.all() else ev[mine])  # one process traced: no copy
+    ev = since_last_exec(ev.where(mine))
     kind = np.ascontiguousarray(ev["kind"])
     snap = meta.get("snapshot") if not (kind == Kind.EXEC).any() else None
     t0 = int(meta.get("start_ns", ev["ts"][0] if len(ev) else 0))

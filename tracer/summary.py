@@ -126,7 +126,7 @@ def summarize(trace: Trace, all_processes: bool = False) -> dict[str, Any]:
     root = int(meta["pid"])
     page = int(meta.get("machine", {}).get("page_size", 4096))
     snapshot = meta.get("snapshot")
-    mine = ev[ev["pid"] == root]
+    mine = ev.where(ev["pid"] == root)
     pids = [int(p) for p in np.unique(ev["pid"]).tolist()]
     if root not in pids:
         pids.insert(0, root)

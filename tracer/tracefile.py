@@ -246,7 +246,7 @@ def open_trace(path: str) -> Trace:
         events = columns_from_table(table) if table is not None else Columns.empty()
     except (KeyError, pa.ArrowException) as e:
         raise _bad(path, f"unexpected column content ({e})") from e
-    return Trace(path, header, end, events.sorted_by_time(), complete, notes)
+    return Trace(path, header, end, events.sort_by_time_in_place(), complete, notes)
 
 
 def _recover(path: str) -> tuple[dict[str, Any], list[pa.RecordBatch], dict[str, Any] | None]:
