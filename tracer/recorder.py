@@ -254,7 +254,7 @@ def _loop(
 
 
 def _root_exited(ev: Columns, pid: int) -> bool:
-    exits = np.flatnonzero(ev["kind"] == Kind.EXIT)
+    exits = np.flatnonzero(ev["kind"] == int(Kind.EXIT))  # an int: against an IntEnum numpy widens the array first
     return bool(((ev["pid"][exits] == pid) & (ev["a2"][exits] == 1)).any())
 
 

@@ -44,7 +44,7 @@ class StatusLine:
             return
         kind, pid = ev["kind"], ev["pid"]
         for k, field, attr in ((Kind.BRK, "ret", "brk"), (Kind.RSS, "a0", "rss")):
-            idx = np.flatnonzero(kind == k)
+            idx = np.flatnonzero(kind == int(k))  # an int: against an IntEnum numpy widens the array first
             idx = idx[pid[idx] == self.pid]
             if len(idx):
                 setattr(self, attr, int(ev[field][idx[-1]]))

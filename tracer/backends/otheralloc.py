@@ -40,7 +40,7 @@ class OtherAllocators:
         self.found: list[dict[str, Any]] = []
 
     def feed(self, ev: Columns) -> None:
-        execs = np.flatnonzero(ev["kind"] == Kind.EXEC)
+        execs = np.flatnonzero(ev["kind"] == int(Kind.EXEC))
         for pid, ts in zip(ev["pid"][execs].tolist(), ev["ts"][execs].tolist(), strict=True):
             if pid != self.root:
                 self.pending[int(pid)] = int(ts)
