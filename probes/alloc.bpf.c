@@ -56,6 +56,7 @@ static __always_inline void send_batch(struct batch *b) {
     for (int i = 0; i < RESERVE_TRIES; i++) {
         if (alloc_ring.ringbuf_output(b, sizeof(*b), BPF_RB_NO_WAKEUP) == 0) {
             b->n = 0;
+            b->used = 0;
             return;
         }
     }
@@ -78,15 +79,18 @@ static __always_inline void put_record(struct event *r, u64 now) {
                 b->tid[i] = r->tid;
                 b->kind[i] = r->kind;
                 b->aux[i] = r->aux;
-                b->cpu[i] = r->cpu;
                 b->a0[i] = r->a[0];
                 b->a1[i] = r->a[1];
                 b->a2[i] = r->a[2];
                 b->a3[i] = r->a[3];
                 b->a4[i] = r->a[4];
                 b->ret[i] = r->ret;
-                if (i == 0)
+                b->used |= (r->aux ? USED_AUX : 0) | (r->a[1] ? USED_A1 : 0) | (r->a[2] ? USED_A2 : 0) |
+                           (r->a[3] ? USED_A3 : 0) | (r->a[4] ? USED_A4 : 0);
+                if (i == 0) {
                     b->first_ts = now;
+                    b->cpu = r->cpu;
+                }
                 b->n = i + 1;
                 if (i + 1 == BATCH || now - b->first_ts > BATCH_AGE_NS)
                     send_batch(b);

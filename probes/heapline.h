@@ -104,18 +104,27 @@ struct alloc_call {
 #ifndef BATCH
 #error "BATCH is given by tracer/backends/bpf.py"
 #endif
+// Most calls (malloc, free) leave aux and a1..a4 zero: `used` says which of them some record of
+// the batch set (USED_* bits), so user space reads only those columns. Every record of a batch
+// was made on its CPU: the CPU is said once.
+#define USED_AUX 1
+#define USED_A1 2
+#define USED_A2 4
+#define USED_A3 8
+#define USED_A4 16
 struct batch {
     u32 n;         // records written
-    u32 pad;
+    u32 used;      // USED_* bits
     u64 busy;      // 1 while a probe on this CPU writes into the batch
     u64 first_ts;  // when its first record was written
+    u32 cpu;       // the CPU of every record
+    u32 pad;
     u64 ts[BATCH];
     u64 dur[BATCH];
     u32 pid[BATCH];
     u32 tid[BATCH];
     u16 kind[BATCH];
     u16 aux[BATCH];
-    u32 cpu[BATCH];
     u64 a0[BATCH];
     u64 a1[BATCH];
     u64 a2[BATCH];

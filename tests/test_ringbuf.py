@@ -56,17 +56,20 @@ def test_a_record_of_another_size_is_an_error() -> None:
 
 def batch_ring(counts: list[int]) -> np.ndarray:
     """Ring records that are batches (probes/heapline.h struct batch) holding ``counts`` events."""
-    from tracer.backends.ringbuf import BATCH_DTYPE
+    from tracer.backends.ringbuf import BATCH_DTYPE, OPTIONAL
 
     rec = np.dtype(HEADER.descr + [("b", BATCH_DTYPE)])
     r = np.zeros(len(counts), dtype=rec)
     r["hdr_len"] = BATCH_DTYPE.itemsize
     r["b"]["n"] = counts
     r["b"]["busy"] = 0
+    r["b"]["cpu"] = np.arange(len(counts)) % 3
     ev = ring(len(counts) * BATCH_SLOTS)["ev"].reshape(len(counts), BATCH_SLOTS)
     for name in BATCH_DTYPE.names:
-        if name in EVENT_DTYPE.names:
+        if name in EVENT_DTYPE.names and BATCH_DTYPE[name].shape:
             r["b"][name] = ev[name]
+    for name, bit in OPTIONAL.items():  # as the probe sets them: a value that is not 0 was written
+        r["b"]["used"] |= np.where(r["b"][name].any(axis=1), bit, 0).astype(np.uint32)
     return r
 
 
@@ -75,7 +78,7 @@ def batch_records(r: np.ndarray, i: int) -> np.ndarray:
     out = np.zeros(BATCH_SLOTS, dtype=EVENT_DTYPE)
     for name in r["b"].dtype.names:
         if name in EVENT_DTYPE.names:
-            out[name] = r["b"][name][i]
+            out[name] = r["b"][name][i]  # a field of the batch (cpu) goes to every record
     return out
 
 
@@ -119,3 +122,23 @@ def test_batches_stop_at_one_being_written_and_reject_a_wrong_count() -> None:
     r["b"]["n"][2] = 65
     with pytest.raises(RuntimeError):
         committed_batches(r.view(np.uint64).reshape(len(r), -1), BATCH_DTYPE.itemsize)
+
+
+def test_columns_no_batch_used_are_not_read() -> None:
+    """malloc and free leave aux and a1..a4 zero: a column no batch marked used comes out as
+    zeros (it is not read), one any batch used comes through for all of them."""
+    from tracer.backends.ringbuf import BATCH_DTYPE, OPTIONAL, committed_batches
+
+    r = batch_ring([64, 64, 30])
+    for name in ("aux", "a2", "a3", "a4"):
+        r["b"]["used"] &= ~np.uint32(OPTIONAL[name])  # left in the memory, not marked: not read
+    r["b"]["a1"][1:] = 0
+    r["b"]["used"][1:] &= ~np.uint32(OPTIONAL["a1"])  # only the first batch used a1
+    cols, _ = committed_batches(r.view(np.uint64).reshape(len(r), -1), BATCH_DTYPE.itemsize)
+    order = np.argsort(r["b"]["ts"][:, 0], kind="stable")
+    want = np.concatenate([batch_records(r, i)[: r["b"]["n"][i]] for i in order])
+    for name in ("aux", "a2", "a3", "a4", "a5"):
+        assert not cols[name].any()
+        want[name] = 0
+    assert np.array_equal(cols.to_records(), want) and cols["a1"].any()
+    assert cols["cpu"].tolist() == np.repeat(r["b"]["cpu"][order], r["b"]["n"][order]).tolist()

@@ -46,7 +46,7 @@ def _cache_file() -> Path:
 
 # bump when the allocator probes change what a call costs
 # (2: records batched per CPU; 3: one program per group of sites, found by address)
-PROBES_VERSION = 3
+PROBES_VERSION = 4
 
 
 def _key(lib: AllocatorLib) -> str:

@@ -28,13 +28,19 @@ BUSY_BIT = 1 << 31
 DISCARD_BIT = 1 << 30
 HEADER = np.dtype([("hdr_len", "<u4"), ("hdr_pgoff", "<u4")])
 BATCH_SLOTS = 64  # records per batch, a power of two: probes/heapline.h BATCH
-# probes/heapline.h struct batch: count, pad, busy, first_ts, then each field of EVENT_DTYPE for
-# BATCH_SLOTS records (a column per field)
 #: fields an allocator record never uses, not carried in batches (read as zeros)
 NOT_BATCHED = ("a5",)
-BATCH_DTYPE = np.dtype([("n", "<u4"), ("pad", "<u4"), ("busy", "<u8"), ("first_ts", "<u8")]
+#: fields a batch holds once for all its records (every record of a batch was made on its CPU)
+PER_BATCH = ("cpu",)
+#: fields most calls leave zero: a batch's ``used`` has the bit of each that some record set
+#: (probes/heapline.h USED_*), and columns no batch of a poll used are not read
+OPTIONAL = {"aux": 1, "a1": 2, "a2": 4, "a3": 8, "a4": 16}
+# probes/heapline.h struct batch: count, used bits, busy, first_ts, cpu, then each other field of
+# EVENT_DTYPE for BATCH_SLOTS records (a column per field)
+BATCH_DTYPE = np.dtype([("n", "<u4"), ("used", "<u4"), ("busy", "<u8"), ("first_ts", "<u8"), ("cpu", "<u4"),
+                        ("pad", "<u4")]
                        + [(name, EVENT_DTYPE[name], (BATCH_SLOTS,)) for name in EVENT_DTYPE.names
-                          if name not in NOT_BATCHED])  # fmt: skip
+                          if name not in NOT_BATCHED + PER_BATCH])  # fmt: skip
 
 
 class RingReader:
@@ -138,7 +144,8 @@ def batch_events(batches: np.ndarray) -> Columns:
     """The written events of ``batches`` (an array of BATCH_DTYPE): each field of a full batch is
     one contiguous run already. The batches are taken in the order of their first events: the
     records of one CPU are in time order, so batches that do not overlap in time (one thread
-    moving between CPUs) come out sorted, in the copy the extraction makes anyway."""
+    moving between CPUs) come out sorted, in the copy the extraction makes anyway. Copying out of
+    the ring is most of the cost, so columns that no batch used are zeros, not read."""
     counts = batches["n"].astype(np.int64)
     if (counts > BATCH_SLOTS).any():
         raise RuntimeError("a batch claims more records than it holds; probe and reader disagree")
@@ -147,13 +154,16 @@ def batch_events(batches: np.ndarray) -> Columns:
     if order is not None:
         counts = counts[order]
     written = None if (counts == BATCH_SLOTS).all() else np.arange(BATCH_SLOTS)[None, :] < counts[:, None]
+    used = int(np.bitwise_or.reduce(batches["used"])) if len(batches) else 0
+    n = int(counts.sum())
     cols = {}
     for name in EVENT_DTYPE.names:
-        if name in NOT_BATCHED:
-            continue
-        field = batches[name] if order is None else batches[name][order]  # the reordering is the copy
-        cols[name] = (np.ascontiguousarray(field).reshape(-1)) if written is None else field[written]
-    n = len(cols["ts"])
-    for name in NOT_BATCHED:
-        cols[name] = np.zeros(n, dtype=EVENT_DTYPE[name])
+        if name in NOT_BATCHED or (name in OPTIONAL and not used & OPTIONAL[name]):
+            cols[name] = np.zeros(n, dtype=EVENT_DTYPE[name])
+        elif name in PER_BATCH:
+            per = batches[name] if order is None else batches[name][order]
+            cols[name] = np.repeat(per.astype(EVENT_DTYPE[name]), counts)
+        else:
+            field = batches[name] if order is None else batches[name][order]  # the reordering is the copy
+            cols[name] = (np.ascontiguousarray(field).reshape(-1)) if written is None else field[written]
     return Columns(cols)
