@@ -99,3 +99,23 @@ def test_memory_axis_carries_each_series_forward() -> None:
     assert m["rss_anon"].tolist() == [0, 0, 4096, 4096, 4096, 4096, 8192, 8192, 8192]
     assert (m["footprint"] == m["heap"] + m["anon_mapped"]).all()
     assert (m["retained"] == m["footprint"] - m["live_bytes"]).all()
+
+
+@pytest.mark.parametrize("path", sorted(p.name for p in TRACES.glob("*.trace")))
+def test_state_at_exit_is_the_timelines(path: str) -> None:
+    """The exit of each process, found without its timeline (a build forks hundreds), is what its
+    timeline holds at that moment."""
+    from tracer.events import Kind
+    from tracer.model import state_at_exit
+
+    t = open_trace(str(TRACES / path))
+    cols = t.columns
+    pids = sorted(set(cols["pid"].tolist()))
+    exited = set(cols["pid"][(cols["kind"] == int(Kind.EXIT)) & (cols["a2"] == 1)].tolist())
+    for pid in pids:
+        st = state_at_exit(t, pid)
+        assert (st is not None) == (pid in exited)
+        if st is None:
+            continue
+        last = build(t, pid).memory.query("ts <= @st.ts").iloc[-1]
+        assert (st.footprint, st.rss_anon) == (int(last["footprint"]), int(last["rss_anon"])), (path, pid)

@@ -18,7 +18,7 @@ import pandas as pd
 from .allocmodel import process_live
 from .columns import Events
 from .events import Kind
-from .model import Timeline, build
+from .model import Timeline, build, state_at_exit
 from .tracefile import Trace
 
 KIB = 1024
@@ -81,11 +81,11 @@ def explain(trace: Trace, at_ns: int | None = None, pid: int | None = None) -> l
     out: list[Finding] = []
     for rule in (_trim_releases, _mmap_chunks, _heap_top, _not_consolidated, _reused, _arenas, _decay, _exit):
         out.extend(rule(trace, tl, ev, family))
-    if pid is None:  # forked children that gave their memory back by exiting
-        ended = trace.columns[(trace.columns["kind"] == Kind.EXIT) & (trace.columns["a2"] == 1)]
-        for child in sorted(set(ended["pid"].tolist()) - {tl.pid}):
-            cev = trace.columns[trace.columns["pid"] == child]
-            out.extend(_exit(trace, build(trace, child), cev, family))
+    if pid is None:  # forked children that gave their memory back by exiting (no timeline each)
+        cols = trace.columns
+        ended = cols["pid"][(cols["kind"] == int(Kind.EXIT)) & (cols["a2"] == 1)]
+        for child in sorted(set(ended.tolist()) - {tl.pid}):
+            out.extend(_exited(trace, child, tl.t0))
     return sorted(out, key=lambda f: (f.ts is None, f.ts or 0))
 
 
@@ -265,17 +265,19 @@ def _decay(trace: Trace, tl: Timeline, ev: Events, family: str | None) -> list[F
 
 def _exit(trace: Trace, tl: Timeline, ev: Events, family: str | None) -> list[Finding]:
     """RETURNED_AT_EXIT: the process gave everything back by exiting."""
-    ex = ev[(ev["kind"] == Kind.EXIT) & (ev["a2"] == 1)]
-    if not len(ex) or not len(tl.memory):
+    return _exited(trace, tl.pid, tl.t0)
+
+
+def _exited(trace: Trace, pid: int, t0: int) -> list[Finding]:
+    st = state_at_exit(trace, pid)
+    if st is None:
         return []
-    t = int(ex["ts"][0])
-    last = tl.memory[tl.memory["ts"] <= t].iloc[-1]
     return [Finding(
         "RETURNED_AT_EXIT",
-        f"Process {tl.pid} gave back its {_kib(last['footprint'])} of heap and anonymous mappings "
-        f"({_kib(last['rss_anon'])} resident) by exiting at {_rel(t, tl.t0):.3f} s.",
-        {"pid": tl.pid, "footprint": int(last["footprint"]), "rss_anon": int(last["rss_anon"]),
-         "exit_code": int(ex["a0"][0]) if ex["a1"][0] else None, "at_s": _rel(t, tl.t0)}, t)]
+        f"Process {pid} gave back its {_kib(st.footprint)} of heap and anonymous mappings "
+        f"({_kib(st.rss_anon)} resident) by exiting at {_rel(st.ts, t0):.3f} s.",
+        {"pid": pid, "footprint": st.footprint, "rss_anon": st.rss_anon, "exit_code": st.exit_code,
+         "at_s": _rel(st.ts, t0)}, st.ts)]
 
 
 def condensed(findings: list[dict[str, Any]], root: int, keep: int = 3) -> list[dict[str, Any]]:

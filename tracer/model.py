@@ -19,6 +19,7 @@ Everything but the mapping replay is vectorized; the replay visits only the mapp
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,11 +74,7 @@ def build(trace: Trace, pid: int | None = None) -> Timeline:
     meta = trace.meta
     pid = int(meta["pid"]) if pid is None else pid
     page = int(meta.get("machine", {}).get("page_size", 4096))
-    ev = trace.columns
-    mine = ev["pid"] == pid
-    ev = since_last_exec(ev.where(mine))
-    kind = np.ascontiguousarray(ev["kind"])
-    snap = meta.get("snapshot") if not (kind == Kind.EXEC).any() else None
+    ev, kind, snap = _own_events(trace, pid)
     t0 = int(meta.get("start_ns", ev["ts"][0] if len(ev) else 0))
     end_ts = int(meta.get("end_ns", ev["ts"][-1] if len(ev) else t0))
 
@@ -98,20 +95,10 @@ def build(trace: Trace, pid: int | None = None) -> Timeline:
     space = AddressSpace(page, history)
     if snap is not None:
         space.now, space.reason = t0, "snapshot"
-        for m in snap["mappings"]:
-            anon = m["inode"] == 0 and not m["path"].startswith(("/", "[stack", "[vdso", "[vvar", "[vsyscall"))
-            perms = m["perms"]
-            prot = (perms[0] == "r") * 1 | (perms[1] == "w") * 2 | (perms[2] == "x") * 4
-            space.mmap(m["start"], m["end"] - m["start"], prot, MAP_ANONYMOUS if anon else 0)
-    calls = ev[np.isin(kind, _MAP_CALLS)]
-    calls = calls[_ok(calls)]
+        _map_snapshot(space, snap)
     anon_ts: list[int] = [t0]
     anon_bytes: list[int] = [space.anon_bytes]
-    for k, t, a0, a1, a2, a3, a4, ret in zip(
-        calls["kind"].tolist(), calls["ts"].tolist(), calls["a0"].tolist(), calls["a1"].tolist(),
-        calls["a2"].tolist(), calls["a3"].tolist(), calls["a4"].tolist(), calls["ret"].tolist(), strict=True,
-    ):
-        space.apply(KIND_NAMES[k], (a0, a1, a2, a3, a4, 0), ret, t)
+    for t in _replay(ev, kind, space):
         anon_ts.append(t)
         anon_bytes.append(space.anon_bytes)
     exits = ev[kind == Kind.EXIT]
@@ -144,6 +131,71 @@ def build(trace: Trace, pid: int | None = None) -> Timeline:
     live = pd.DataFrame({"ts": ls.ts.astype(np.int64), "live_bytes": ls.live_bytes, "live_blocks": ls.live_blocks})
     memory = _memory(breaks, anon, live, rss, t0)
     return Timeline(pid, t0, start_brk, breaks, mp, releases, rss, live, memory, ls.unmatched_frees)
+
+
+def _own_events(trace: Trace, pid: int) -> tuple[Events, np.ndarray, dict | None]:
+    """``pid``'s events from its last exec on, their kinds, and the attach snapshot that starts
+    them when no exec did."""
+    ev = since_last_exec(trace.columns.where(trace.columns["pid"] == pid))
+    kind = np.ascontiguousarray(ev["kind"])
+    return ev, kind, trace.meta.get("snapshot") if not (kind == int(Kind.EXEC)).any() else None
+
+
+def _map_snapshot(space: AddressSpace, snap: dict) -> None:
+    for m in snap["mappings"]:
+        anon = m["inode"] == 0 and not m["path"].startswith(("/", "[stack", "[vdso", "[vvar", "[vsyscall"))
+        perms = m["perms"]
+        prot = (perms[0] == "r") * 1 | (perms[1] == "w") * 2 | (perms[2] == "x") * 4
+        space.mmap(m["start"], m["end"] - m["start"], prot, MAP_ANONYMOUS if anon else 0)
+
+
+def _replay(ev: Events, kind: np.ndarray, space: AddressSpace) -> Iterator[int]:
+    """Apply the successful mapping calls of ``ev`` to ``space``, yielding each one's time after it."""
+    calls = ev[np.isin(kind, _MAP_CALLS)]
+    calls = calls[_ok(calls)]
+    for k, t, a0, a1, a2, a3, a4, ret in zip(
+        calls["kind"].tolist(), calls["ts"].tolist(), calls["a0"].tolist(), calls["a1"].tolist(),
+        calls["a2"].tolist(), calls["a3"].tolist(), calls["a4"].tolist(), calls["ret"].tolist(), strict=True,
+    ):
+        space.apply(KIND_NAMES[k], (a0, a1, a2, a3, a4, 0), ret, t)
+        yield t
+
+
+@dataclass
+class ExitState:
+    """A process's memory when its last task exited: what its timeline's memory holds then."""
+
+    ts: int  # the exit
+    footprint: int  # heap (the break above its start) plus anonymous mappings
+    rss_anon: int  # the last resident-memory sample before the exit
+    exit_code: int | None
+
+
+def state_at_exit(trace: Trace, pid: int) -> ExitState | None:
+    """:class:`ExitState` of ``pid``: what its :func:`build` timeline gives at its exit, without
+    building it (a shell or a build forks hundreds of processes). None if it did not exit while
+    traced."""
+    ev, kind, snap = _own_events(trace, pid)
+    ex = np.flatnonzero((kind == int(Kind.EXIT)) & (ev["a2"] == 1))
+    if not len(ex):
+        return None
+    t = int(ev["ts"][ex[0]])
+    upto = int(np.searchsorted(ev["ts"], t, side="right"))  # what happened by then
+    ev, kind, end = ev[:upto], kind[:upto], int(ex[0])
+    brk = ev["ret"][kind == int(Kind.BRK)].astype(np.int64)
+    space = AddressSpace(int(trace.meta.get("machine", {}).get("page_size", 4096)))
+    rss = ev["a0"][kind == int(Kind.RSS)].astype(np.int64)
+    if snap is not None:
+        _map_snapshot(space, snap)
+        brk = np.r_[int(snap["brk"]), brk] - int(snap["start_brk"])
+        rss = np.r_[int(snap["rss"]["anon"]), rss]
+    else:
+        brk = brk - brk[0] if len(brk) else brk
+    for _ in _replay(ev, kind, space):
+        pass
+    heap = int(brk[-1]) if len(brk) else 0
+    return ExitState(t, heap + space.anon_bytes, int(rss[-1]) if len(rss) else 0,
+                     int(ev["a0"][end]) if ev["a1"][end] else None)
 
 
 def _releases(ev: Events, kind: np.ndarray, breaks: pd.DataFrame, page: int) -> pd.DataFrame:
