@@ -18,7 +18,7 @@ import pandas as pd
 from .allocmodel import process_live
 from .columns import Events
 from .events import Kind
-from .model import Timeline, build, state_at_exit
+from .model import ExitState, Timeline, build, state_at_exit
 from .tracefile import Trace
 
 KIB = 1024
@@ -85,7 +85,7 @@ def explain(trace: Trace, at_ns: int | None = None, pid: int | None = None) -> l
         cols = trace.columns
         ended = cols["pid"][(cols["kind"] == int(Kind.EXIT)) & (cols["a2"] == 1)]
         for child in sorted(set(ended.tolist()) - {tl.pid}):
-            out.extend(_exited(trace, child, tl.t0))
+            out.extend(_exit_finding(child, state_at_exit(trace, child), tl.t0))
     return sorted(out, key=lambda f: (f.ts is None, f.ts or 0))
 
 
@@ -264,12 +264,17 @@ def _decay(trace: Trace, tl: Timeline, ev: Events, family: str | None) -> list[F
 
 
 def _exit(trace: Trace, tl: Timeline, ev: Events, family: str | None) -> list[Finding]:
-    """RETURNED_AT_EXIT: the process gave everything back by exiting."""
-    return _exited(trace, tl.pid, tl.t0)
+    """RETURNED_AT_EXIT: the process gave everything back by exiting (its timeline at that moment)."""
+    ex = np.flatnonzero((ev["kind"] == int(Kind.EXIT)) & (ev["a2"] == 1))
+    if not len(ex):
+        return []
+    t = int(ev["ts"][ex[0]])
+    last = tl.memory[tl.memory["ts"] <= t].iloc[-1]
+    code = int(ev["a0"][ex[0]]) if ev["a1"][ex[0]] else None
+    return _exit_finding(tl.pid, ExitState(t, int(last["footprint"]), int(last["rss_anon"]), code), tl.t0)
 
 
-def _exited(trace: Trace, pid: int, t0: int) -> list[Finding]:
-    st = state_at_exit(trace, pid)
+def _exit_finding(pid: int, st: ExitState | None, t0: int) -> list[Finding]:
     if st is None:
         return []
     return [Finding(

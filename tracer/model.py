@@ -71,8 +71,18 @@ def _what(prot: int, anon: bool, flags: int, size: int) -> str:
 
 
 def build(trace: Trace, pid: int | None = None) -> Timeline:
+    """The timeline of process ``pid`` (the traced one by default), built once per read trace:
+    the findings, the summary and the report all ask for it (pandas copies on write, so what one
+    of them derives from its frames never changes them)."""
+    pid = int(trace.meta["pid"]) if pid is None else pid
+    key = ("timeline", pid)
+    if key not in trace.derived:
+        trace.derived[key] = _build(trace, pid)
+    return trace.derived[key]
+
+
+def _build(trace: Trace, pid: int) -> Timeline:
     meta = trace.meta
-    pid = int(meta["pid"]) if pid is None else pid
     page = int(meta.get("machine", {}).get("page_size", 4096))
     ev, kind, snap = _own_events(trace, pid)
     t0 = int(meta.get("start_ns", ev["ts"][0] if len(ev) else 0))
@@ -95,10 +105,10 @@ def build(trace: Trace, pid: int | None = None) -> Timeline:
     space = AddressSpace(page, history)
     if snap is not None:
         space.now, space.reason = t0, "snapshot"
-        _map_snapshot(space, snap)
+        map_snapshot(space, snap)
     anon_ts: list[int] = [t0]
     anon_bytes: list[int] = [space.anon_bytes]
-    for t in _replay(ev, kind, space):
+    for t in replay_mappings(ev, kind, space):
         anon_ts.append(t)
         anon_bytes.append(space.anon_bytes)
     exits = ev[kind == Kind.EXIT]
@@ -141,7 +151,8 @@ def _own_events(trace: Trace, pid: int) -> tuple[Events, np.ndarray, dict | None
     return ev, kind, trace.meta.get("snapshot") if not (kind == int(Kind.EXEC)).any() else None
 
 
-def _map_snapshot(space: AddressSpace, snap: dict) -> None:
+def map_snapshot(space: AddressSpace, snap: dict) -> None:
+    """The mappings the attach snapshot saw, put into ``space``."""
     for m in snap["mappings"]:
         anon = m["inode"] == 0 and not m["path"].startswith(("/", "[stack", "[vdso", "[vvar", "[vsyscall"))
         perms = m["perms"]
@@ -149,7 +160,7 @@ def _map_snapshot(space: AddressSpace, snap: dict) -> None:
         space.mmap(m["start"], m["end"] - m["start"], prot, MAP_ANONYMOUS if anon else 0)
 
 
-def _replay(ev: Events, kind: np.ndarray, space: AddressSpace) -> Iterator[int]:
+def replay_mappings(ev: Events, kind: np.ndarray, space: AddressSpace) -> Iterator[int]:
     """Apply the successful mapping calls of ``ev`` to ``space``, yielding each one's time after it."""
     calls = ev[np.isin(kind, _MAP_CALLS)]
     calls = calls[_ok(calls)]
@@ -186,12 +197,12 @@ def state_at_exit(trace: Trace, pid: int) -> ExitState | None:
     space = AddressSpace(int(trace.meta.get("machine", {}).get("page_size", 4096)))
     rss = ev["a0"][kind == int(Kind.RSS)].astype(np.int64)
     if snap is not None:
-        _map_snapshot(space, snap)
+        map_snapshot(space, snap)
         brk = np.r_[int(snap["brk"]), brk] - int(snap["start_brk"])
         rss = np.r_[int(snap["rss"]["anon"]), rss]
     else:
         brk = brk - brk[0] if len(brk) else brk
-    for _ in _replay(ev, kind, space):
+    for _ in replay_mappings(ev, kind, space):
         pass
     heap = int(brk[-1]) if len(brk) else 0
     return ExitState(t, heap + space.anon_bytes, int(rss[-1]) if len(rss) else 0,

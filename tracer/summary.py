@@ -11,9 +11,8 @@ from .allocmodel import Blocks, LiveSeries, live_series, process_live, since_las
 from .columns import Events
 from .decode import RELEASE_ADVICE, advice_name
 from .events import ALLOCATOR_KINDS, KIND_NAMES, SYSCALL_KINDS, Kind
+from .model import build, map_snapshot, replay_mappings
 from .tracefile import FORMAT_VERSION, Trace
-
-_MAP_KINDS = np.array([Kind.MMAP, Kind.MUNMAP, Kind.MREMAP, Kind.MPROTECT], dtype=np.uint16)
 
 
 def _ok(ev: Events) -> np.ndarray:
@@ -23,10 +22,10 @@ def _ok(ev: Events) -> np.ndarray:
 
 
 def process_summary(ev: Events, page_size: int, snapshot: dict | None, forked: Blocks | None = None,
-                    live: LiveSeries | None = None) -> dict[str, Any]:
+                    live: LiveSeries | None = None, mapped: tuple[int, int] | None = None) -> dict[str, Any]:
     """brk, mmap, madvise, rss and allocator figures of one process (its events in time order;
-    ``forked``: the blocks it got from its parent at its fork; ``live``: its live series when
-    already computed)."""
+    ``forked``: the blocks it got from its parent at its fork; ``live`` and ``mapped``, its live
+    series and its (peak, final) bytes of anonymous mappings, when already known)."""
     ev = since_last_exec(ev)
     kind = ev["kind"]
     brk_ev = ev[(kind == Kind.BRK)]
@@ -48,21 +47,14 @@ def process_summary(ev: Events, page_size: int, snapshot: dict | None, forked: B
         "shrink_calls": int((diffs < 0).sum()),
     }
 
-    space = AddressSpace(page_size)
-    if snapshot is not None and not (kind == Kind.EXEC).any():
-        for m in snapshot["mappings"]:
-            anon = m["inode"] == 0 and not m["path"].startswith(("/", "[stack", "[vdso", "[vvar", "[vsyscall"))
-            perms = m["perms"]
-            prot = (perms[0] == "r") * 1 | (perms[1] == "w") * 2 | (perms[2] == "x") * 4
-            space.mmap(m["start"], m["end"] - m["start"], prot, 0x20 if anon else 0)
-    peak = space.anon_bytes
-    maps = ev[np.isin(kind, _MAP_KINDS) & _ok(ev)]
-    for k, a0, a1, a2, a3, a4, ret in zip(
-        maps["kind"].tolist(), maps["a0"].tolist(), maps["a1"].tolist(), maps["a2"].tolist(),
-        maps["a3"].tolist(), maps["a4"].tolist(), maps["ret"].tolist(), strict=False,
-    ):
-        space.apply(KIND_NAMES[k], (a0, a1, a2, a3, a4, 0), ret)
-        peak = max(peak, space.anon_bytes)
+    if mapped is None:  # (peak, final) bytes of anonymous mappings: replay the mapping calls
+        space = AddressSpace(page_size)
+        if snapshot is not None and not (kind == Kind.EXEC).any():
+            map_snapshot(space, snapshot)
+        peak = space.anon_bytes
+        for _ in replay_mappings(ev, np.ascontiguousarray(kind), space):
+            peak = max(peak, space.anon_bytes)
+        mapped = (peak, space.anon_bytes)
 
     adv = ev[(kind == Kind.MADVISE) & _ok(ev)]
     lengths = (adv["a1"] + np.uint64(page_size - 1)) & ~np.uint64(page_size - 1)
@@ -83,7 +75,7 @@ def process_summary(ev: Events, page_size: int, snapshot: dict | None, forked: B
     return {
         "alloc": alloc_summary(ev, forked, live),
         "brk": brk,
-        "mmap": {"anon_bytes_final": space.anon_bytes, "anon_bytes_peak": peak},
+        "mmap": {"anon_bytes_final": mapped[1], "anon_bytes_peak": mapped[0]},
         "madvise": {"released_bytes": released, "by_advice": by_advice},
         "rss": {"anon_peak": int(highs.max()) if len(highs) else 0, "anon_final": int(anon[-1]) if len(anon) else 0},
     }
@@ -145,7 +137,9 @@ def summarize(trace: Trace, all_processes: bool = False) -> dict[str, Any]:
             "by_kind": _by_kind(counted),
         },
     }
-    main = process_summary(mine, page, snapshot, live=process_live(trace, root))
+    anon = build(trace).memory["anon_mapped"]  # the timeline the findings use too
+    main = process_summary(mine, page, snapshot, live=process_live(trace, root),
+                           mapped=(int(anon.max()), int(anon.iloc[-1])))
     out.update(main)
     if all_processes:
         procs = []
