@@ -119,3 +119,16 @@ def test_state_at_exit_is_the_timelines(path: str) -> None:
             continue
         last = build(t, pid).memory.query("ts <= @st.ts").iloc[-1]
         assert (st.footprint, st.rss_anon) == (int(last["footprint"]), int(last["rss_anon"])), (path, pid)
+
+
+@pytest.mark.parametrize("path", sorted(p.name for p in TRACES.glob("*.trace")))
+def test_summary_mappings_are_the_timelines(path: str) -> None:
+    """The summary takes the traced process's mapped bytes from its timeline: the same as its own
+    replay of the mapping calls."""
+    from tracer.summary import process_summary, summarize
+
+    t = open_trace(str(TRACES / path))
+    mine = t.columns.where(t.columns["pid"] == t.header["pid"])
+    own = process_summary(mine, int(t.meta.get("machine", {}).get("page_size", 4096)), t.meta.get("snapshot"))
+    assert summarize(t)["mmap"] == own["mmap"]
+    assert own["mmap"]["anon_bytes_peak"] >= own["mmap"]["anon_bytes_final"] >= 0
