@@ -115,9 +115,7 @@ def process_live(trace: Any, pid: int) -> LiveSeries:
     Computed once per trace: the model, the summary and several findings ask for it."""
     key = ("live", pid)
     if key not in trace.derived:
-        ev = trace.columns
-        mine = ev["pid"] == pid
-        ev = since_last_exec(ev.where(mine))
+        ev = since_last_exec(trace.columns.where(trace.columns["pid"] == pid))
         start = inherited(trace.columns, pid) if pid != int(trace.meta["pid"]) else None
         trace.derived[key] = live_series(ev, start)
     return trace.derived[key]

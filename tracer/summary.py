@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from .addrspace import ERRNO_MAX, AddressSpace
-from .allocmodel import Blocks, LiveSeries, live_series, process_live, since_last_exec
+from .allocmodel import LiveSeries, live_series, process_live, since_last_exec
 from .columns import Events
 from .decode import RELEASE_ADVICE, advice_name
 from .events import ALLOCATOR_KINDS, KIND_NAMES, SYSCALL_KINDS, Kind
@@ -21,11 +21,11 @@ def _ok(ev: Events) -> np.ndarray:
     return ~((r < 0) & (r >= -ERRNO_MAX))
 
 
-def process_summary(ev: Events, page_size: int, snapshot: dict | None, forked: Blocks | None = None,
-                    live: LiveSeries | None = None, mapped: tuple[int, int] | None = None) -> dict[str, Any]:
+def process_summary(ev: Events, page_size: int, snapshot: dict | None, live: LiveSeries | None = None,
+                    mapped: tuple[int, int] | None = None) -> dict[str, Any]:
     """brk, mmap, madvise, rss and allocator figures of one process (its events in time order;
-    ``forked``: the blocks it got from its parent at its fork; ``live`` and ``mapped``, its live
-    series and its (peak, final) bytes of anonymous mappings, when already known)."""
+    ``live`` and ``mapped``, its live series (allocmodel.process_live: with the blocks a forked
+    child got from its parent) and its (peak, final) bytes of anonymous mappings, when known)."""
     ev = since_last_exec(ev)
     kind = ev["kind"]
     brk_ev = ev[(kind == Kind.BRK)]
@@ -73,7 +73,7 @@ def process_summary(ev: Events, page_size: int, snapshot: dict | None, forked: B
         first = np.array([int(snapshot["rss"]["anon"])], dtype=np.int64)
         anon, highs = np.concatenate([first, anon]), np.concatenate([first, highs])
     return {
-        "alloc": alloc_summary(ev, forked, live),
+        "alloc": alloc_summary(ev, live),
         "brk": brk,
         "mmap": {"anon_bytes_final": mapped[1], "anon_bytes_peak": mapped[0]},
         "madvise": {"released_bytes": released, "by_advice": by_advice},
@@ -81,11 +81,11 @@ def process_summary(ev: Events, page_size: int, snapshot: dict | None, forked: B
     }
 
 
-def alloc_summary(ev: Events, start: Blocks | None = None, live: LiveSeries | None = None) -> dict[str, Any]:
+def alloc_summary(ev: Events, live: LiveSeries | None = None) -> dict[str, Any]:
     """Allocator calls of one process (its events in time order)."""
     kinds, n = np.unique(ev["kind"], return_counts=True)
     counts = dict(zip(kinds.tolist(), n.tolist(), strict=True))
-    live = live_series(ev, start) if live is None else live
+    live = live_series(ev) if live is None else live
     return {
         "calls": {KIND_NAMES[int(k)]: counts.get(int(k), 0) for k in ALLOCATOR_KINDS},
         "live_bytes_final": live.bytes_final,
@@ -144,8 +144,7 @@ def summarize(trace: Trace, all_processes: bool = False) -> dict[str, Any]:
     if all_processes:
         procs = []
         for pid in pids:
-            sub = process_summary(ev[ev["pid"] == pid], page, snapshot if pid == root else None,
-                                  live=process_live(trace, pid))
+            sub = main if pid == root else process_summary(ev[ev["pid"] == pid], page, None, process_live(trace, pid))
             procs.append({"pid": pid, **sub})
         out["brk"] = {**main["brk"]}
         out["brk"]["grow_calls"] = sum(p["brk"]["grow_calls"] for p in procs)
