@@ -49,7 +49,7 @@ def run_attached(tool: list[str], ready: str, pairs: int) -> int:
     prog = subprocess.Popen([CHURN, "--wait", str(pairs)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     out = prog.stdout.readline()  # HL pid
     out += prog.stdout.readline()  # HL ready
-    from tracer import kheaders
+    from tracer.record.backends.bpf import kheaders
 
     env = {**os.environ, "BCC_KERNEL_SOURCE": kheaders.find().path}  # bcc tools need the same headers
     t = subprocess.Popen([*tool, str(prog.pid)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

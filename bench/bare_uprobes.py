@@ -2,7 +2,7 @@
 
     sudo .venv/bin/python bench/bare_uprobes.py workloads/bin/malloc_churn 2000000
 
-Same probe sites as heapline (tracer/probesites.py), same per-pid attachment. Prints the
+Same probe sites as heapline (tracer/record/backends/bpf/probesites.py), same per-pid attachment. Prints the
 workload's own output (its loop time) and the counts.
 """
 
@@ -15,8 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tracer import allocators, kheaders  # noqa: E402
-from tracer.probesites import choose_sites  # noqa: E402
+from tracer.record.backends.bpf import allocators, kheaders  # noqa: E402
+from tracer.record.backends.bpf.probesites import choose_sites  # noqa: E402
 
 PROGRAM = r"""
 #include <uapi/linux/ptrace.h>

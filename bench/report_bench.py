@@ -185,7 +185,7 @@ def synthesize(path: str, n_events: int, seed: int = 1) -> int:
 
 def _render(html: str, loads: int = 3) -> tuple[float, float]:
     """Median seconds from navigation start to the first contentful paint and to the figures drawn."""
-    from viz.browser import Browser, chromium_path
+    from browser import Browser, chromium_path
 
     if chromium_path() is None:
         return float("nan"), float("nan")
@@ -204,7 +204,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="100000,1000000,10000000")
     ap.add_argument("--keep", help="write the traces and reports here instead of a temporary folder")
     args = ap.parse_args()
-    from tracer.model import build
+    from tracer.analysis.model import build
     from tracer.tracefile import open_trace
     from viz.page import plotly_js
     from viz.report import write_report

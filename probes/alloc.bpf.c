@@ -1,6 +1,6 @@
 // heapline: malloc, free and friends, one record per call, paired in the kernel.
 //
-// Entry probes sit on an instruction the kernel emulates (tracer/probesites.py chooses it, at the
+// Entry probes sit on an instruction the kernel emulates (tracer/record/backends/bpf/probesites.py chooses it, at the
 // function's entry or a few instructions in, where the argument registers are still intact); the
 // uprobe is filtered by perf to the traced process and the tasks it creates, so nothing here
 // looks at pids. One program serves the entry probes of many functions (it finds which one by
@@ -217,7 +217,7 @@ static __always_inline int alloc_direct(struct pt_regs *ctx, int slot, u16 kind,
 
 // What each probed instruction is, found by its address: sites[group * 4096 + (address & 0xfff)]
 // (a library is loaded at a page boundary, so the low 12 bits of a site's address are those of
-// its ELF address). tracer/backends/alloc.py fills it, spreading the sites over groups so that
+// its ELF address). tracer/record/backends/bpf/alloc.py fills it, spreading the sites over groups so that
 // no two in a group share their low bits; each group is one tracefs event with one program.
 // A site's flags: how many argument registers it reads, whether they are ints to sign-extend
 // (mallopt), and whether its record is written at entry (free, operator delete).
@@ -231,7 +231,7 @@ struct site {
     u8 flags;
     u16 pad;
 };
-#define SITE_GROUPS 4  // tracer/backends/alloc.py SITE_GROUPS
+#define SITE_GROUPS 4  // tracer/record/backends/bpf/alloc.py SITE_GROUPS
 BPF_ARRAY(sites, struct site, SITE_GROUPS * 4096);
 
 static __always_inline int site_enter(struct pt_regs *ctx, u32 group) {

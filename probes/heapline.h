@@ -31,7 +31,7 @@
 #define NEW_ARRAY 1
 #define NEW_ALIGNED 2
 
-// indexes of the per-CPU `lost` counters (tracer/backends/bpf.py names them)
+// indexes of the per-CPU `lost` counters (tracer/record/backends/bpf/backend.py names them)
 #define LOST_RING_FULL 0           // no ring had room for a record
 #define LOST_INFLIGHT_FULL 1       // too many syscalls in flight at once
 #define LOST_PROCESS_TABLE_FULL 2  // a child could not be followed
@@ -99,10 +99,10 @@ struct alloc_call {
 
 // Allocator records are gathered per CPU and go to their ring a batch at a time (one ring
 // reservation per BATCH calls instead of one per call), column by column: user space takes each
-// field of a whole batch as one contiguous run. Mirrors tracer/backends/ringbuf.py BATCH_DTYPE;
+// field of a whole batch as one contiguous run. Mirrors tracer/record/backends/bpf/ringbuf.py BATCH_DTYPE;
 // BATCH (records per batch, a power of two) is its BATCH_SLOTS, passed by the loader.
 #ifndef BATCH
-#error "BATCH is given by tracer/backends/bpf.py"
+#error "BATCH is given by tracer/record/backends/bpf/backend.py"
 #endif
 // Most calls (malloc, free) leave aux and a1..a4 zero: `used` says which of them some record of
 // the batch set (USED_* bits), so user space reads only those columns. Every record of a batch

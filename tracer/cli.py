@@ -1,15 +1,16 @@
-"""heapline's command line (typer). Thin: every command delegates to its module."""
+"""heapline's command line: typer wiring only. Each verb is a module of tracer.commands; errors a
+user can hit end here, in one place, as one sentence and their exit code."""
 
 from __future__ import annotations
 
-import json
-import os
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import typer
 from rich.console import Console
 
-from .errors import Exit, HeaplineError
+from tracer.errors import Exit, HeaplineError
 
 app = typer.Typer(
     add_completion=False,
@@ -19,13 +20,18 @@ app = typer.Typer(
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-def _fail(e: HeaplineError) -> typer.Exit:
-    err.print(f"[bold red]heapline:[/] {e.message}")
-    return typer.Exit(int(e.code))
-
-
 def _say(msg: str) -> None:
     err.print(f"[dim]heapline:[/] {msg}")
+
+
+def _run(verb: Callable[..., int | Any], *args: Any, **options: Any) -> None:
+    """Run one command; its exit code, or a HeaplineError's sentence and code."""
+    try:
+        code = verb(_say, *args, **options)
+    except HeaplineError as e:
+        err.print(f"[bold red]heapline:[/] {e.message}")
+        raise typer.Exit(int(e.code)) from None
+    raise typer.Exit(int(code or 0))
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
@@ -49,48 +55,11 @@ def record(
     ),
 ) -> None:
     """Record a command (launch) or a running process (-p) into a trace file."""
-    from .recorder import Request
-    from .recorder import record as do_record
+    from tracer.commands import record as cmd
 
-    target_env = None
-    if env:
-        target_env = dict(os.environ)
-        for item in env:
-            name, sep, value = item.partition("=")
-            if not sep or not name:
-                raise _fail(HeaplineError(f"--env takes VAR=VALUE, not {item!r}", Exit.USAGE))
-            target_env[name] = value
-    req = Request(
-        output=output,
-        command=command or None,
-        pid=pid,
-        backend=backend,
-        duration=duration,
-        quiet=quiet,
-        no_aslr=no_aslr,
-        follow_children=not no_follow,
-        ring_mb=ring_mb,
-        trace_alloc=not no_alloc,
-        env=target_env,
-        stacks=stacks,
-    )
-    try:
-        result = do_record(req, _say)
-    except HeaplineError as e:
-        raise _fail(e) from None
-    if not quiet:
-        lost = f", [bold red]{result.lost:,} lost[/]" if result.lost else ", none lost"
-        _say(f"wrote {output}: {result.events:,} events ({result.backend}){lost}")
-        if result.interrupted:
-            _say("stopped by interrupt; the trace is complete up to that moment")
-    if html:
-        from .report_cmd import record_html
-
-        try:
-            record_html(output, html, say=_say)
-        except HeaplineError as e:
-            raise _fail(e) from None
-    raise typer.Exit(result.exit_code)
+    _run(cmd.run, output=output, command=command or None, pid=pid, backend=backend, duration=duration, quiet=quiet,
+         no_aslr=no_aslr, follow_children=not no_follow, ring_mb=ring_mb, trace_alloc=not no_alloc, env=env,
+         stacks=stacks, html=html)
 
 
 @app.command()
@@ -100,22 +69,9 @@ def summary(
     all_processes: bool = typer.Option(False, "--all-processes", help="Count every traced process."),
 ) -> None:
     """Summarize a trace: the break, mappings, pages released and RSS."""
-    from .report_text import print_summary
-    from .summary import summarize
-    from .tracefile import open_trace
+    from tracer.commands import summary as cmd
 
-    try:
-        t = open_trace(trace)
-    except HeaplineError as e:
-        raise _fail(e) from None
-    s = summarize(t, all_processes=all_processes)
-    if as_json:
-        json.dump(s, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    else:
-        print_summary(s, Console(highlight=False))
-    for note in t.notes:
-        _say(note)
+    _run(cmd.run, trace, as_json=as_json, all_processes=all_processes)
 
 
 @app.command()
@@ -126,12 +82,9 @@ def report(
     no_findings: bool = typer.Option(False, "--no-findings", help="Leave the findings out."),
 ) -> None:
     """Write one self-contained interactive HTML timeline of a trace."""
-    from .report_cmd import report as do_report
+    from tracer.commands import report as cmd
 
-    try:
-        do_report(trace, output, findings, explain=not no_findings, say=_say)
-    except HeaplineError as e:
-        raise _fail(e) from None
+    _run(cmd.run, trace, output, findings, no_findings=no_findings)
 
 
 @app.command()
@@ -141,12 +94,9 @@ def compare(
     stack: bool = typer.Option(False, "--stack", help="Stack the traces instead of overlaying them."),
 ) -> None:
     """Compare traces on aligned time axes (e.g. glibc vs jemalloc, before vs after a fix)."""
-    from .report_cmd import compare as do_compare
+    from tracer.commands import compare as cmd
 
-    try:
-        do_compare(traces, output, stack=stack, say=_say)
-    except HeaplineError as e:
-        raise _fail(e) from None
+    _run(cmd.run, traces, output, stack=stack)
 
 
 @app.command()
@@ -156,22 +106,9 @@ def explain(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Why memory was or was not returned: findings with their evidence."""
-    from .explain import explain as do_explain
-    from .report_text import print_findings
-    from .tracefile import open_trace
+    from tracer.commands import explain as cmd
 
-    try:
-        t = open_trace(trace)
-    except HeaplineError as e:
-        raise _fail(e) from None
-    found = [f.to_json() for f in do_explain(t, at_ns=None if at is None else int(at * 1e9))]
-    if as_json:
-        json.dump(found, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    elif found:
-        print_findings(found, Console(highlight=False), int(t.meta["pid"]))
-    else:
-        Console(highlight=False).print("no findings")
+    _run(cmd.run, trace, at=at, as_json=as_json)
 
 
 @app.command()
@@ -180,13 +117,9 @@ def demo(
     out_dir: str = typer.Option("out/demo", "-o", "--out", help="Folder for the traces and summaries."),
 ) -> None:
     """Record the scenario programs (workloads/scenarios) and print what heapline finds in each."""
-    from .demo import run
+    from tracer.commands import demo as cmd
 
-    try:
-        done = run(list(names or []), out_dir, _say)
-    except HeaplineError as e:
-        raise _fail(e) from None
-    _say(f"{len(done)} traces and summaries in {out_dir}")
+    _run(cmd.main, list(names or []), out_dir)
 
 
 def main() -> None:

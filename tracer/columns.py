@@ -13,7 +13,7 @@ from typing import overload
 
 import numpy as np
 
-from .events import EVENT_DTYPE
+from tracer.events import EVENT_DTYPE
 
 NAMES: tuple[str, ...] = tuple(EVENT_DTYPE.names or ())
 CHUNK = 16384  # records per cache-sized step when splitting records into columns

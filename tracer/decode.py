@@ -11,7 +11,7 @@ import signal
 
 import numpy as np
 
-from .events import Kind
+from tracer.events import Kind
 
 MASK64 = 0xFFFF_FFFF_FFFF_FFFF
 

@@ -26,9 +26,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-from .columns import Columns
-from .errors import Exit, HeaplineError, TraceFileError
-from .events import EVENT_DTYPE, SCHEMA_VERSION, Kind
+from tracer.columns import Columns
+from tracer.errors import Exit, HeaplineError, TraceFileError
+from tracer.events import EVENT_DTYPE, SCHEMA_VERSION, Kind
 
 FORMAT_VERSION = 1
 # LZ4 frames, compressed with acceleration 20 (a negative level): measured on 10M malloc/free

@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tracer.model import Timeline
+from tracer.analysis.model import Timeline
+from tracer.units import human_bytes
 from viz.lane import at
 from viz.reduce import MARKER_BUCKETS, representatives, step_rows
 from viz.style import ANON, ARENA, FILE, HEAP, RELEASE, STACK, rgba, seconds
-from viz.units import human_bytes
 
 GAP = 16 << 20
 USER_TOP = 1 << 47

@@ -1,7 +1,7 @@
 """The report's figure: memory over time, the event lane and the address-space map on one time axis.
 
 Figures are plain plotly.js specs (dicts; numeric arrays stay numpy until the page packs them),
-built from ``tracer.model.Timeline``. Times are drawn as seconds since the start of the recording
+built from ``tracer.analysis.model.Timeline``. Times are drawn as seconds since the start of the recording
 and bytes as bytes; the page labels axes and hovers in KiB/MiB/GiB and µs/ms/s.
 """
 
@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from tracer.analysis.model import Timeline
 from tracer.columns import Events
-from tracer.model import Timeline
 from tracer.tracefile import Trace
 from viz.addrmap import address_map
 from viz.lane import lane_traces, segment

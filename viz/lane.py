@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tracer.analysis.model import Timeline
 from tracer.columns import Events
 from tracer.decode import RELEASE_ADVICE, format_call
 from tracer.events import KIND_NAMES, Kind
-from tracer.model import Timeline
+from tracer.units import human_bytes, human_ns
 from viz.reduce import MARKER_BUCKETS, representatives
 from viz.style import ALLOCATOR, ANON, HEAP, PROTECT, RELEASE, seconds
-from viz.units import human_bytes, human_ns
 
 LANE_KINDS: tuple[Kind, ...] = (Kind.BRK, Kind.MMAP, Kind.MUNMAP, Kind.MREMAP, Kind.MADVISE, Kind.MPROTECT,
                                 Kind.MALLOC_TRIM, Kind.MALLOPT)

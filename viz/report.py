@@ -18,14 +18,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tracer.analysis.explain import condensed
+from tracer.analysis.model import Timeline, build
 from tracer.errors import Exit, HeaplineError
-from tracer.explain import condensed
-from tracer.model import Timeline, build
 from tracer.tracefile import Trace, open_trace
+from tracer.units import human_bytes, human_ns
 from viz.figures import HEIGHT, Moment, span_of, timeline_figure
 from viz.lane import at, released_by_call
 from viz.page import document, esc, table
-from viz.units import human_bytes, human_ns
 
 FINDING_KEYS = ("code", "message", "evidence", "ts")
 

@@ -8,9 +8,9 @@ import subprocess
 
 import numpy as np
 import pytest
-from conftest import HEAPLINE, ROOT, Report, needs_root, num, parse_report, record_attached, run_heapline, workload
+from helpers import HEAPLINE, ROOT, Report, needs_root, num, parse_report, record_attached, run_heapline, workload
 
-from tracer.allocmodel import live_series
+from tracer.analysis.allocmodel import live_series
 from tracer.events import ALLOCATOR_KINDS, KIND_NAMES, Kind
 from tracer.tracefile import open_trace
 
@@ -223,7 +223,7 @@ def test_stacks_name_the_allocation_sites(tmp_path) -> None:
 OTHER_TRACER = r"""
 import os, sys
 sys.path.insert(0, sys.argv[2])
-from tracer import kheaders
+from tracer.record.backends.bpf import kheaders
 os.environ.setdefault("BCC_KERNEL_SOURCE", kheaders.find().path)
 from bcc import BPF
 b = BPF(text="int hit(void *ctx) { return 0; }")

@@ -6,7 +6,7 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import HEAPLINE, ROOT, needs_root, run_heapline, workload
+from helpers import HEAPLINE, ROOT, needs_root, run_heapline, workload
 from typer.testing import CliRunner
 
 
@@ -50,7 +50,7 @@ def test_usage_errors() -> None:
 
 
 def test_not_root_with_bpf_backend(monkeypatch, tmp_path) -> None:
-    import tracer.backends.bpf as bpf
+    import tracer.record.backends.bpf.backend as bpf
     from tracer.cli import app
 
     monkeypatch.setattr(bpf.os, "geteuid", lambda: 1000)

@@ -11,17 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from checks import check_phases, of_pid, summary_json
-from conftest import (
-    HEAPLINE,
-    ROOT,
-    needs_root,
-    needs_strace,
-    num,
-    parse_report,
-    record_attached,
-    run_heapline,
-    workload,
-)
+from helpers import HEAPLINE, ROOT, needs_root, needs_strace, num, parse_report, record_attached, run_heapline, workload
 
 from tracer.events import Kind
 from tracer.tracefile import open_trace

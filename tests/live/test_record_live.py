@@ -14,7 +14,7 @@ import termios
 import time
 
 import numpy as np
-from conftest import HEAPLINE, ROOT, needs_root, run_heapline, workload
+from helpers import HEAPLINE, ROOT, needs_root, run_heapline, workload
 
 from tracer.events import Kind
 from tracer.tracefile import open_trace

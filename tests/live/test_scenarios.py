@@ -8,10 +8,10 @@ import os
 import subprocess
 
 import pytest
-from conftest import ROOT, needs_root, num, parse_report, run_heapline
+from helpers import ROOT, needs_root, num, parse_report, run_heapline
 
-from tracer.explain import explain
-from tracer.model import build
+from tracer.analysis.explain import explain
+from tracer.analysis.model import build
 from tracer.tracefile import open_trace
 
 BIN = ROOT / "workloads" / "scenarios" / "bin"

@@ -6,9 +6,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import needs_root
+from helpers import needs_root
 
-from tracer import stale
+from tracer.record.backends.bpf import stale
 
 EVENTS = Path("/sys/kernel/tracing/uprobe_events")
 
@@ -26,7 +26,7 @@ def test_only_dead_heapline_definitions_are_removed(tmp_path, monkeypatch) -> No
     ours, theirs = _dead_pid(), _dead_pid()
     stale.register(ours)  # a heapline recorder that was SIGKILLed
     target = "/bin/true"
-    # bcc's fallback naming, and heapline's own (tracer/backends/uprobes.py)
+    # bcc's fallback naming, and heapline's own (tracer/record/backends/bpf/uprobes.py)
     mine = [("uprobes", f"p_heapline_test_bcc_{ours}"), ("heapline", f"malloc_{ours}_1")]
     other = [("uprobes", f"p_heapline_test_bcc_{theirs}"), ("heapline", f"malloc_{theirs}_1")]  # not registered
     for group, name in mine + other:

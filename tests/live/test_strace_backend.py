@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tracer.backends.base import LaunchSpec, Options
-from tracer.backends.strace import StraceBackend, tracer_of
 from tracer.columns import Columns
 from tracer.events import Kind
-from tracer.procfs import time_ns
+from tracer.record.backends.base import LaunchSpec, Options
+from tracer.record.backends.strace import StraceBackend, tracer_of
+from tracer.record.procfs import time_ns
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from conftest import num, parse_report, run_heapline
+from helpers import num, parse_report, run_heapline
 
 from tracer.events import Kind
 from tracer.tracefile import open_trace

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / "workloads" / "bin"
 HEAPLINE = [sys.executable, "-m", "tracer.cli"]
 LINE = re.compile(r"^HL ([a-z_]+)(?: ([a-z]+))?((?: [a-z_]+=[0-9a-z-]+)*)$")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tracer.addrspace import AddressSpace
+from tracer.analysis.addrspace import AddressSpace
 
 P = 4096
 ANON = 0x22  # MAP_PRIVATE | MAP_ANONYMOUS

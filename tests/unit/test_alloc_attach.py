@@ -7,10 +7,9 @@ import errno
 
 import pytest
 
-from tracer import allocators, probesites
-from tracer.backends import alloc
-from tracer.backends.uprobes import Probe, UprobeError
 from tracer.events import Kind
+from tracer.record.backends.bpf import alloc, allocators, probesites
+from tracer.record.backends.bpf.uprobes import Probe, UprobeError
 
 
 class Table:

@@ -15,8 +15,14 @@ import pytest
 
 pytest.importorskip("elftools")
 
-from tracer.allocators import AllocatorLib, NoAllocator, _listed_paths, find_for_launch, find_for_pid  # noqa: E402
 from tracer.errors import HeaplineError  # noqa: E402
+from tracer.record.backends.bpf.allocators import (  # noqa: E402
+    AllocatorLib,
+    NoAllocator,
+    _listed_paths,
+    find_for_launch,
+    find_for_pid,
+)
 
 LIB_DIRS = ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/lib64", "/usr/lib")
 SLEEP = shutil.which("sleep") or "/bin/sleep"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tracer.allocmodel import inherited, live_series, requested_size
+from tracer.analysis.allocmodel import inherited, live_series, requested_size
 from tracer.events import EVENT_DTYPE, Kind
 
 

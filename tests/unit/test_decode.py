@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from tracer import decode
-from tracer.backends.strace_parse import StraceParser
 from tracer.events import SYSCALL_KINDS, Kind, make
+from tracer.record.backends.strace_parse import StraceParser
 
-DATA = Path(__file__).parent / "data" / "strace"
+DATA = Path(__file__).parents[1] / "data" / "strace"
 MINUS1 = 0xFFFF_FFFF_FFFF_FFFF
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from conftest import ROOT, needs_root, parse_report, run_heapline, workload
+from helpers import ROOT, needs_root, parse_report, run_heapline, workload
 
-from tracer.explain import condensed, explain
+from tracer.analysis.explain import condensed, explain
 from tracer.tracefile import open_trace
 
 TRACES = ROOT / "traces"
@@ -91,9 +91,9 @@ def test_trim_and_arenas_on_a_live_recording(tmp_path) -> None:
 
 def test_the_live_series_is_computed_once_per_process(monkeypatch) -> None:
     """The summary, the model and several findings all need the traced process's live blocks."""
-    import tracer.allocmodel as am
-    from tracer.model import build
-    from tracer.summary import summarize
+    import tracer.analysis.allocmodel as am
+    from tracer.analysis.model import build
+    from tracer.analysis.summary import summarize
 
     sizes: list[int] = []
     real = am.live_series

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import ROOT, num, parse_report
+from helpers import ROOT, num, parse_report
 
-from tracer.model import build
+from tracer.analysis.model import build
 from tracer.tracefile import open_trace
 
 TRACES = ROOT / "traces"
@@ -65,8 +65,8 @@ def test_memory_on_one_axis(sample) -> None:
 
 @pytest.mark.parametrize("threads", [3, 40])  # the per-thread scan and the grouped one
 def test_last_before_matches_a_plain_search(threads: int) -> None:
+    from tracer.analysis.model import _last_before
     from tracer.events import EVENT_DTYPE
-    from tracer.model import _last_before
 
     rng = np.random.default_rng(threads)
     ev = np.zeros(5000, dtype=EVENT_DTYPE)
@@ -85,7 +85,7 @@ def test_last_before_matches_a_plain_search(threads: int) -> None:
 def test_memory_axis_carries_each_series_forward() -> None:
     import pandas as pd
 
-    from tracer.model import _memory
+    from tracer.analysis.model import _memory
 
     breaks = pd.DataFrame({"ts": [10, 30, 30], "heap": [100, 200, 300]})
     anon = pd.DataFrame({"ts": [5, 20], "anon_mapped": [0, 4096]})
@@ -105,8 +105,8 @@ def test_memory_axis_carries_each_series_forward() -> None:
 def test_state_at_exit_is_the_timelines(path: str) -> None:
     """The exit of each process, found without its timeline (a build forks hundreds), is what its
     timeline holds at that moment."""
+    from tracer.analysis.model import state_at_exit
     from tracer.events import Kind
-    from tracer.model import state_at_exit
 
     t = open_trace(str(TRACES / path))
     cols = t.columns
@@ -125,7 +125,7 @@ def test_state_at_exit_is_the_timelines(path: str) -> None:
 def test_summary_mappings_are_the_timelines(path: str) -> None:
     """The summary takes the traced process's mapped bytes from its timeline: the same as its own
     replay of the mapping calls."""
-    from tracer.summary import process_summary, summarize
+    from tracer.analysis.summary import process_summary, summarize
 
     t = open_trace(str(TRACES / path))
     mine = t.columns.where(t.columns["pid"] == t.header["pid"])

@@ -13,7 +13,7 @@ pytest.importorskip("elftools")
 
 from elftools.elf.elffile import ELFFile  # noqa: E402
 
-from tracer.probesites import ProbeSite, choose_site, choose_sites, kernel_emulates, probeable  # noqa: E402
+from tracer.record.backends.bpf.probesites import ProbeSite, choose_site, choose_sites, kernel_emulates, probeable  # noqa: E402
 
 LIB_DIRS = ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/lib64", "/usr/lib")
 NEW = (6, 18)

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, num, parse_report
+from helpers import ROOT, num, parse_report
 
-from tracer import report_cmd
+from tracer.analysis.model import build
+from tracer.commands import compare as compare_cmd
+from tracer.commands import report as report_cmd
 from tracer.errors import Exit, HeaplineError
-from tracer.model import build
 from tracer.tracefile import Trace, open_trace
 from viz import addrmap, lane
 from viz.compare import write_compare
@@ -345,7 +346,7 @@ def test_commands(tmp_path) -> None:
         report_cmd.report(str(bad_trace))
     assert e.value.code == Exit.BAD_TRACE
     with pytest.raises(HeaplineError) as e:
-        report_cmd.compare([str(src)], str(tmp_path / "c.html"))
+        compare_cmd.compare([str(src)], str(tmp_path / "c.html"))
     assert e.value.code == Exit.USAGE
-    assert report_cmd.compare([str(src), str(src)], str(tmp_path / "c.html"))["bytes"] > 0
+    assert compare_cmd.compare([str(src), str(src)], str(tmp_path / "c.html"))["bytes"] > 0
     assert report_cmd.record_html(str(src), str(tmp_path / "r.html"))["events"] == len(open_trace(str(src)).events)

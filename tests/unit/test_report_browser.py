@@ -14,13 +14,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, needs_root, num, parse_report, run_heapline, workload
+from browser import Browser, Page, chromium_path
+from helpers import ROOT, needs_root, num, parse_report, run_heapline, workload
 from test_report import CLOSER, HOSTILE, HOSTILE_FINDINGS, hostile_trace
 
-from tracer import report_cmd
-from tracer.model import build
+from tracer.analysis.model import build
+from tracer.commands import report as report_cmd
 from tracer.tracefile import open_trace
-from viz.browser import Browser, Page, chromium_path
 from viz.compare import write_compare
 from viz.report import write_report
 
@@ -52,7 +52,7 @@ def browser():
 @pytest.fixture(scope="module")
 def phases_html(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("browser") / "phases.html"
-    report_cmd.report(str(TRACES / "phases.trace"), str(out))  # with the findings tracer.explain gives
+    report_cmd.report(str(TRACES / "phases.trace"), str(out))  # with the findings tracer.analysis.explain gives
     return out
 
 

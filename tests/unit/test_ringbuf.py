@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tracer.backends.ringbuf import BATCH_SLOTS, BUSY_BIT, DISCARD_BIT, HEADER, committed
 from tracer.events import EVENT_DTYPE
+from tracer.record.backends.bpf.ringbuf import BATCH_SLOTS, BUSY_BIT, DISCARD_BIT, HEADER, committed
 
 RECORD = np.dtype(HEADER.descr + [("ev", EVENT_DTYPE)])
 
@@ -56,7 +56,7 @@ def test_a_record_of_another_size_is_an_error() -> None:
 
 def batch_ring(counts: list[int]) -> np.ndarray:
     """Ring records that are batches (probes/heapline.h struct batch) holding ``counts`` events."""
-    from tracer.backends.ringbuf import BATCH_DTYPE, OPTIONAL
+    from tracer.record.backends.bpf.ringbuf import BATCH_DTYPE, OPTIONAL
 
     rec = np.dtype(HEADER.descr + [("b", BATCH_DTYPE)])
     r = np.zeros(len(counts), dtype=rec)
@@ -83,7 +83,7 @@ def batch_records(r: np.ndarray, i: int) -> np.ndarray:
 
 
 def test_batches_give_their_written_events_in_order() -> None:
-    from tracer.backends.ringbuf import BATCH_DTYPE, committed_batches
+    from tracer.record.backends.bpf.ringbuf import BATCH_DTYPE, committed_batches
 
     counts = [64, 3, 0, 64, 17]
     r = batch_ring(counts)
@@ -99,7 +99,7 @@ def test_batches_give_their_written_events_in_order() -> None:
 
 def test_batches_that_do_not_overlap_come_out_sorted() -> None:
     """One thread moving between CPUs: each CPU's batches in order, sent late and interleaved."""
-    from tracer.backends.ringbuf import BATCH_DTYPE, committed_batches
+    from tracer.record.backends.bpf.ringbuf import BATCH_DTYPE, committed_batches
 
     r = batch_ring([64] * 6 + [20])
     ts = np.arange(7 * 64, dtype=np.uint64).reshape(7, 64) * 10 + 1000
@@ -111,7 +111,7 @@ def test_batches_that_do_not_overlap_come_out_sorted() -> None:
 
 
 def test_batches_stop_at_one_being_written_and_reject_a_wrong_count() -> None:
-    from tracer.backends.ringbuf import BATCH_DTYPE, committed_batches
+    from tracer.record.backends.bpf.ringbuf import BATCH_DTYPE, committed_batches
 
     r = batch_ring([5, 6, 7])
     r["hdr_len"][1] |= BUSY_BIT
@@ -127,7 +127,7 @@ def test_batches_stop_at_one_being_written_and_reject_a_wrong_count() -> None:
 def test_columns_no_batch_used_are_not_read() -> None:
     """malloc and free leave aux and a1..a4 zero: a column no batch marked used comes out as
     zeros (it is not read), one any batch used comes through for all of them."""
-    from tracer.backends.ringbuf import BATCH_DTYPE, OPTIONAL, committed_batches
+    from tracer.record.backends.bpf.ringbuf import BATCH_DTYPE, OPTIONAL, committed_batches
 
     r = batch_ring([64, 64, 30])
     for name in ("aux", "a2", "a3", "a4"):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from checks import check_phases
-from conftest import ROOT, parse_report, run_heapline
+from helpers import ROOT, parse_report, run_heapline
 
 from tracer.events import Kind
 from tracer.tracefile import open_trace

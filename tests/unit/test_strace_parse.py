@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from tracer import decode
-from tracer.backends.strace_parse import StraceParser, parse_seconds
 from tracer.events import EVENT_DTYPE, Kind
+from tracer.record.backends.strace_parse import StraceParser, parse_seconds
 
-DATA = Path(__file__).parent / "data" / "strace"
+DATA = Path(__file__).parents[1] / "data" / "strace"
 MINUS1 = 0xFFFF_FFFF_FFFF_FFFF
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.feather as feather
 import pytest
-from conftest import run_heapline
+from helpers import run_heapline
 
 from tracer.errors import TraceFileError
 from tracer.events import EVENT_DTYPE, Kind

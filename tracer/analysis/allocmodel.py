@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from .columns import Columns, Events
-from .events import ALLOC_KINDS, EVENT_DTYPE, Kind
+from tracer.columns import Columns, Events
+from tracer.events import ALLOC_KINDS, EVENT_DTYPE, Kind
 
 
 @dataclass

@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .allocmodel import process_live
-from .columns import Events
-from .events import Kind
-from .model import ExitState, Timeline, build, state_at_exit
-from .tracefile import Trace
+from tracer.analysis.allocmodel import process_live
+from tracer.analysis.model import ExitState, Timeline, build, state_at_exit
+from tracer.columns import Events
+from tracer.events import Kind
+from tracer.tracefile import Trace
 
 KIB = 1024
 DEFAULT_TRIM_THRESHOLD = 128 * KIB  # glibc's M_TRIM_THRESHOLD default

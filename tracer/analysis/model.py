@@ -25,12 +25,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .addrspace import ERRNO_MAX, MAP_ANONYMOUS, AddressSpace
-from .allocmodel import process_live, since_last_exec
-from .columns import Events
-from .decode import RELEASE_ADVICE, advice_name
-from .events import KIND_NAMES, Kind
-from .tracefile import Trace
+from tracer.analysis.addrspace import ERRNO_MAX, MAP_ANONYMOUS, AddressSpace
+from tracer.analysis.allocmodel import process_live, since_last_exec
+from tracer.columns import Events
+from tracer.decode import RELEASE_ADVICE, advice_name
+from tracer.events import KIND_NAMES, Kind
+from tracer.tracefile import Trace
 
 MAP_STACK = 0x20000
 MAP_NORESERVE = 0x4000

@@ -6,13 +6,13 @@ from typing import Any
 
 import numpy as np
 
-from .addrspace import ERRNO_MAX, AddressSpace
-from .allocmodel import LiveSeries, live_series, process_live, since_last_exec
-from .columns import Events
-from .decode import RELEASE_ADVICE, advice_name
-from .events import ALLOCATOR_KINDS, KIND_NAMES, SYSCALL_KINDS, Kind
-from .model import build, map_snapshot, replay_mappings
-from .tracefile import FORMAT_VERSION, Trace
+from tracer.analysis.addrspace import ERRNO_MAX, AddressSpace
+from tracer.analysis.allocmodel import LiveSeries, live_series, process_live, since_last_exec
+from tracer.analysis.model import build, map_snapshot, replay_mappings
+from tracer.columns import Events
+from tracer.decode import RELEASE_ADVICE, advice_name
+from tracer.events import ALLOCATOR_KINDS, KIND_NAMES, SYSCALL_KINDS, Kind
+from tracer.tracefile import FORMAT_VERSION, Trace
 
 
 def _ok(ev: Events) -> np.ndarray:
@@ -171,10 +171,10 @@ def summarize(trace: Trace, all_processes: bool = False) -> dict[str, Any]:
     calls = sum(out["alloc"]["calls"].values())
     out["alloc"]["traced_calls"] = calls
     if cost.get("per_call_ns") is not None:
-        # measured on the recording machine (tracer/calibrate.py), not assumed
+        # measured on the recording machine (tracer/record/backends/bpf/calibrate.py), not assumed
         out["alloc"]["added_time_s"] = round(calls * cost["per_call_ns"] / 1e9, 6)
         out["alloc"]["cost_per_call_ns"] = cost["per_call_ns"]
-    from .explain import explain
+    from tracer.analysis.explain import explain
 
     out["findings"] = [f.to_json() for f in explain(trace)]
     duration = meta.get("duration_ns")

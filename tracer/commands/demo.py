@@ -6,9 +6,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import Exit, HeaplineError
+from tracer.commands.base import Say
+from tracer.errors import Exit, HeaplineError
 
-SCENARIOS_DIR = Path(__file__).resolve().parents[1] / "workloads" / "scenarios" / "bin"
+SCENARIOS_DIR = Path(__file__).resolve().parents[2] / "workloads" / "scenarios" / "bin"
 JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
 TCMALLOC = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
 MIMALLOC = "/usr/lib/x86_64-linux-gnu/libmimalloc.so.2"
@@ -63,13 +64,20 @@ def program(name: str) -> str:
     return str(path)
 
 
-def run(names: list[str], out_dir: str, say) -> list[dict]:  # noqa: ANN001 - say: Callable[[str], None]
+def main(say: Say, names: list[str], out_dir: str) -> int:
+    """The verb: run the scenarios, say where their traces and summaries are."""
+    done = run(names, out_dir, say)
+    say(f"{len(done)} traces and summaries in {out_dir}")
+    return 0
+
+
+def run(names: list[str], out_dir: str, say: Say) -> list[dict]:
     """Record each scenario's runs into out_dir/<label>.trace with a summary beside it."""
     import os
 
-    from .recorder import Request, record
-    from .summary import summarize
-    from .tracefile import open_trace
+    from tracer.analysis.summary import summarize
+    from tracer.record.session import Request, record
+    from tracer.tracefile import open_trace
 
     unknown = [n for n in names if n not in BY_NAME]
     if unknown:

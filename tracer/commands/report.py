@@ -1,4 +1,4 @@
-"""``heapline report``, ``heapline compare`` and ``heapline record --html``: what the CLI calls.
+"""``heapline report`` and ``heapline record --html``: the HTML report of one trace.
 
 Each function writes one self-contained HTML page, says what it wrote through ``say`` and returns
 what was built; errors are HeaplineError with one sentence (BAD_TRACE for an unreadable trace,
@@ -10,16 +10,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from .errors import Exit, HeaplineError
-
-Say = Callable[[str], None]
-
-
-def _quiet(_: str) -> None:
-    pass
+from tracer.commands.base import Say, quiet
+from tracer.errors import Exit, HeaplineError
 
 
 def default_output(trace: str) -> str:
@@ -48,25 +43,24 @@ def load_findings(path: str) -> list[dict[str, Any]]:
     return data
 
 
-def _said(built: dict[str, Any], say: Say) -> None:
+def said(built: dict[str, Any], say: Say) -> None:
     size = built["bytes"] / 1e6
     say(f"wrote {built['path']} ({size:.1f} MB, {built['seconds']:.1f} s)")
 
 
 def report(trace: str, output: str | None = None, findings: str | Sequence[dict[str, Any]] | None = None,
-           explain: bool = True, say: Say = _quiet) -> dict[str, Any]:
+           explain: bool = True, say: Say = quiet) -> dict[str, Any]:
     """``heapline report TRACE [-o OUT.html] [--findings FILE | --no-findings]``: the HTML report of one trace.
 
     ``findings``: a JSON file (or '-') or the list itself; when None, ``explain`` computes them
-    (tracer.explain), and ``explain=False`` leaves the section out. Returns write_report's dict."""
+    (tracer.analysis.explain), and ``explain=False`` leaves the section out. Returns write_report's dict."""
+    from tracer.tracefile import open_trace
     from viz.report import write_report
-
-    from .tracefile import open_trace
 
     t = open_trace(trace)
     found = load_findings(findings) if isinstance(findings, str) else findings
     if found is None and explain:
-        from .explain import explain as do_explain
+        from tracer.analysis.explain import explain as do_explain
 
         try:
             found = [f.to_json() for f in do_explain(t)]
@@ -74,24 +68,18 @@ def report(trace: str, output: str | None = None, findings: str | Sequence[dict[
             say(f"findings could not be computed ({type(e).__name__}: {e}); the report has none")
             found = None
     built = write_report(t, output or default_output(trace), found)
-    _said(built, say)
+    said(built, say)
     if built["reduced"]:
         say("the trace is large: the page draws it reduced (every peak and release kept) and says so")
     return built
 
 
-def record_html(trace: str, html: str, say: Say = _quiet) -> dict[str, Any]:
+def record_html(trace: str, html: str, say: Say = quiet) -> dict[str, Any]:
     """``heapline record --html OUT.html``: the report (with findings) of the trace just written."""
     return report(trace, html, None, True, say)
 
 
-def compare(traces: Sequence[str], output: str, stack: bool = False, say: Say = _quiet) -> dict[str, Any]:
-    """``heapline compare A.trace B.trace [...] -o OUT.html [--stack]``: traces side by side on aligned time
-    axes, with a table of peak/final footprint, RSS and bytes given back. Returns write_compare's dict."""
-    from viz.compare import write_compare
-
-    if len(traces) < 2:
-        raise HeaplineError("compare needs at least two traces", Exit.USAGE)
-    built = write_compare(list(traces), output, stack=stack)
-    _said(built, say)
-    return built
+def run(say: Say, trace: str, output: str | None = None, findings: str | None = None,
+        no_findings: bool = False) -> int:
+    report(trace, output, findings, explain=not no_findings, say=say)
+    return 0

@@ -8,9 +8,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from viz.units import human_bytes
-
-from .explain import condensed
+from tracer.analysis.explain import condensed
+from tracer.units import human_bytes
 
 
 def _addr(v: int) -> str:

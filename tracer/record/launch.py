@@ -7,7 +7,7 @@ import os
 import shutil
 import signal
 
-from .errors import Exit, HeaplineError
+from tracer.errors import Exit, HeaplineError
 
 ADDR_NO_RANDOMIZE = 0x0040000
 

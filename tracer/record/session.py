@@ -11,14 +11,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import __version__, procfs, sysinfo
-from .backends.base import Backend, LaunchSpec, Options
-from .columns import Columns
-from .errors import BackendUnavailable, Exit, HeaplineError
-from .events import Kind
-from .launch import resolve
-from .status import StatusLine
-from .tracefile import TraceWriter
+from tracer import __version__
+from tracer.columns import Columns
+from tracer.errors import BackendUnavailable, Exit, HeaplineError
+from tracer.events import Kind
+from tracer.record import procfs, sysinfo
+from tracer.record.backends.base import Backend, LaunchSpec, Options
+from tracer.record.launch import resolve
+from tracer.record.status import StatusLine
+from tracer.tracefile import TraceWriter
 
 POLL_S = 0.05
 FLUSH_S = 1.0  # a SIGKILLed recorder loses at most this much
@@ -57,7 +58,7 @@ def make_backend(name: str, options: Options, ring_mb: int, say: Callable[[str],
     if name not in ("auto", "bpf", "strace"):
         raise HeaplineError(f"unknown backend {name!r} (choose auto, bpf or strace)", Exit.USAGE)
     if name in ("auto", "bpf"):
-        from .backends.bpf import BpfBackend
+        from tracer.record.backends.bpf.backend import BpfBackend
 
         try:
             backend = BpfBackend(options, ring_mb=ring_mb)
@@ -69,7 +70,7 @@ def make_backend(name: str, options: Options, ring_mb: int, say: Callable[[str],
             if name == "bpf":
                 raise
             say(f"bpf backend unavailable ({e.message}); using strace")
-    from .backends.strace import StraceBackend
+    from tracer.record.backends.strace import StraceBackend
 
     backend = StraceBackend(options)
     if options.trace_alloc:

@@ -10,10 +10,9 @@ import numpy as np
 from rich.console import Console
 from rich.text import Text
 
-from viz.units import human_bytes, human_rate
-
-from .columns import Columns
-from .events import Kind
+from tracer.columns import Columns
+from tracer.events import Kind
+from tracer.units import human_bytes, human_rate
 
 
 class StatusLine:

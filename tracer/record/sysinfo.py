@@ -7,7 +7,7 @@ import os
 import platform
 import re
 
-from . import procfs
+from tracer.record import procfs
 
 _LIBC_NAME = re.compile(r"/(libc\.so\.6|libc-[\d.]+\.so|ld-musl-[\w.-]+\.so\.1|libc\.musl-[\w.-]+\.so\.1)$")
 _GLIBC_VERSION = re.compile(rb"GNU C Library [^\n]*?release version (\d+\.\d+(?:\.\d+)?)")

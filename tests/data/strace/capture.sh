@@ -1,7 +1,7 @@
 #!/bin/sh
 # Regenerates the fixtures in this directory from the C programs next to it.
 # Needs gcc, strace and setarch; run it from anywhere. The options are the ones the
-# strace backend passes (tracer/backends/strace_parse.py: strace_args, follow=True); keep them in sync.
+# strace backend passes (tracer/record/backends/strace_parse.py: strace_args, follow=True); keep them in sync.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d)

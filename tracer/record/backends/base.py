@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..columns import Columns
+from tracer.columns import Columns
 
 
 @dataclass

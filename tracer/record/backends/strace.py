@@ -23,13 +23,13 @@ import time
 
 import numpy as np
 
-from .. import procfs
-from ..columns import Columns
-from ..errors import BackendUnavailable, Exit, HeaplineError
-from ..events import Kind, from_rows
-from ..launch import HeldChild
-from .base import Backend, BackendInfo, LaunchSpec, Options
-from .strace_parse import StraceParser, strace_args
+from tracer.columns import Columns
+from tracer.errors import BackendUnavailable, Exit, HeaplineError
+from tracer.events import Kind, from_rows
+from tracer.record import procfs
+from tracer.record.backends.base import Backend, BackendInfo, LaunchSpec, Options
+from tracer.record.backends.strace_parse import StraceParser, strace_args
+from tracer.record.launch import HeldChild
 
 MIN_RSS_PERIOD_NS = 10_000_000
 #: How long strace holds each exit_group so the reader can take the process's last RSS sample.

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import decode
-from ..events import EVENT_DTYPE, SYSCALL_KINDS, Kind, from_rows
+from tracer import decode
+from tracer.events import EVENT_DTYPE, SYSCALL_KINDS, Kind, from_rows
 
 MASK64 = 0xFFFF_FFFF_FFFF_FFFF
 

@@ -13,10 +13,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..allocators import AllocatorLib
-from ..events import Kind
-from ..probesites import ProbeSite, choose_sites
-from .uprobes import Probe, UprobeError, Uprobes
+from tracer.events import Kind
+from tracer.record.backends.bpf.allocators import AllocatorLib
+from tracer.record.backends.bpf.probesites import ProbeSite, choose_sites
+from tracer.record.backends.bpf.uprobes import Probe, UprobeError, Uprobes
 
 Detach = Callable[[], None]
 
@@ -159,7 +159,7 @@ class Target:
 
 class TracefsProbes:
     """Each group of probes is one event defined in tracefs, opened for ``pid``; with ``inherit``,
-    for the tasks it creates from then on too (tracer/backends/uprobes.py)."""
+    for the tasks it creates from then on too (tracer/record/backends/bpf/uprobes.py)."""
 
     def __init__(self, bpf: Any, uprobes: Uprobes, inherit: bool) -> None:
         self.bpf, self.uprobes, self.inherit = bpf, uprobes, inherit

@@ -28,8 +28,8 @@ from typing import BinaryIO
 from elftools.elf.elffile import ELFFile
 from elftools.elf.hash import ELFHashSection, GNUHashSection
 
-from .errors import HeaplineError
-from .probesites import ALLOCATOR_FUNCTIONS
+from tracer.errors import HeaplineError
+from tracer.record.backends.bpf.probesites import ALLOCATOR_FUNCTIONS
 
 FAMILIES = ("glibc", "jemalloc", "tcmalloc", "mimalloc", "musl", "unknown")
 # a symbol only one family exports, then a string only one family carries

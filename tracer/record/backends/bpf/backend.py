@@ -13,17 +13,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import allocators, calibrate, kheaders, procfs, stacks, stale
-from ..columns import Columns
-from ..errors import BackendUnavailable, Exit, HeaplineError
-from ..events import EVENT_DTYPE, Kind
-from ..launch import HeldChild
-from . import alloc
-from .alloc import captured_stderr
-from .base import Backend, BackendInfo, LaunchSpec, Options
-from .otheralloc import OtherAllocators
-from .ringbuf import BATCH_DTYPE, BATCH_SLOTS, RingReader, batch_events
-from .uprobes import TRACEFS, Uprobes
+from tracer.columns import Columns
+from tracer.errors import BackendUnavailable, Exit, HeaplineError
+from tracer.events import EVENT_DTYPE, Kind
+from tracer.record import procfs
+from tracer.record.backends.base import Backend, BackendInfo, LaunchSpec, Options
+from tracer.record.backends.bpf import alloc, allocators, calibrate, kheaders, stacks, stale
+from tracer.record.backends.bpf.alloc import captured_stderr
+from tracer.record.backends.bpf.otheralloc import OtherAllocators
+from tracer.record.backends.bpf.ringbuf import BATCH_DTYPE, BATCH_SLOTS, RingReader, batch_events
+from tracer.record.backends.bpf.uprobes import TRACEFS, Uprobes
+from tracer.record.launch import HeldChild
 
 TRACE_ACTIVE = 1
 UNKNOWN_CPU = -1  # lost() key for losses the kernel does not attribute to a CPU
@@ -46,7 +46,7 @@ def probes_dir() -> Path:
             return path
     except ModuleNotFoundError:
         pass
-    return Path(__file__).resolve().parents[2] / "probes"
+    return Path(__file__).resolve().parents[4] / "probes"
 
 
 def ensure_tracefs() -> None:

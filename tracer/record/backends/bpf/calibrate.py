@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .allocators import AllocatorLib
+from tracer.record.backends.bpf.allocators import AllocatorLib
 
 PAIRS = 20000
 _LOOP = r"""

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import Exit, HeaplineError
+from tracer.errors import Exit, HeaplineError
 
 SRC = Path("/usr/src")
 

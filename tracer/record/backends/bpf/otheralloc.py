@@ -1,6 +1,6 @@
 """Children that get malloc from another library than the one probed.
 
-The allocator probes follow the target's children (tracer/backends/uprobes.py), but they sit in
+The allocator probes follow the target's children (tracer/record/backends/bpf/uprobes.py), but they sit in
 one library: a child that execs a program with another allocator (``LD_PRELOAD`` set for it, or
 a program linked with jemalloc) makes calls no probe sees. Rather than let its allocator view
 read as "no calls", each exec'd child is looked at once it has run a moment (its libraries are
@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from .. import allocators, procfs
-from ..columns import Columns
-from ..events import Kind
+from tracer.columns import Columns
+from tracer.events import Kind
+from tracer.record import procfs
+from tracer.record.backends.bpf import allocators
 
 SETTLE_NS = 100_000_000  # an exec'd process is looked at once it has run this long
 MAX_CHECKED = 64  # processes looked at per recording (each check parses its mapped ELF objects)

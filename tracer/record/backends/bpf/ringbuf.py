@@ -21,8 +21,8 @@ import struct
 
 import numpy as np
 
-from ..columns import CHUNK, Columns
-from ..events import EVENT_DTYPE
+from tracer.columns import CHUNK, Columns
+from tracer.events import EVENT_DTYPE
 
 BUSY_BIT = 1 << 31
 DISCARD_BIT = 1 << 30

@@ -18,7 +18,7 @@ from typing import Any
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
-from . import procfs
+from tracer.record import procfs
 
 
 @dataclass(frozen=True)

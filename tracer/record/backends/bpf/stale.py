@@ -1,7 +1,7 @@
 """Uprobe definitions left in tracefs by heapline recorders that were killed.
 
 The allocator probes are defined in ``uprobe_events`` as ``heapline/<function>_<recorder pid>_<n>``
-(tracer/backends/uprobes.py), and where bcc cannot create a uprobe through the perf ``uprobe`` PMU
+(tracer/record/backends/bpf/uprobes.py), and where bcc cannot create a uprobe through the perf ``uprobe`` PMU
 it writes a definition named ``..._bcc_<tracer pid>``; a recorder killed with SIGKILL removes
 neither. Each bpf recording registers its pid in ``/run/heapline/``; the next one removes the
 definitions of registered recorders that are gone, and only those: other tools' probes are never

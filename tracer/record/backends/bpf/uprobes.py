@@ -32,7 +32,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..stale import write_event
+from tracer.record.backends.bpf.stale import write_event
 
 TRACEFS = Path("/sys/kernel/tracing")
 GROUP = "heapline"
