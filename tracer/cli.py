@@ -103,12 +103,13 @@ def compare(
 def explain(
     trace: str = typer.Argument(..., help="A trace file written by heapline record."),
     at: float | None = typer.Option(None, "--at", help="Explain the state this many seconds into the recording."),
+    pid: int | None = typer.Option(None, "--pid", help="Explain this traced process (default: the traced one)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
-    """Why memory was or was not returned: findings with their evidence."""
+    """The heap accounting at a moment, and why memory was or was not returned: findings with evidence."""
     from tracer.commands import explain as cmd
 
-    _run(cmd.run, trace, at=at, as_json=as_json)
+    _run(cmd.run, trace, at=at, as_json=as_json, pid=pid)
 
 
 @app.command()

@@ -99,13 +99,14 @@ def test_mmap_threshold(tmp_path, source) -> None:
 def test_trim_threshold_sources(tmp_path, source, mode: str, env: dict[str, str], origin: str) -> None:
     _, rep, found = get(tmp_path, source, "trim-threshold", mode, env=env)
     ev = found["TOP_BELOW_TRIM_THRESHOLD"].evidence
-    assert ev["trim_threshold"] == 16 << 20 and ev["trim_threshold_from"] == origin
+    assert ev["thresholds"]["trim"] == 16 << 20 and ev["thresholds"]["source"] == origin
     assert ev["break"] == hex(rep.brk("free"))
 
 
 def test_threads_keep_arena_memory(tmp_path, source) -> None:
     _, _, found = get(tmp_path, source, "threads")
-    assert found["ARENA_RETAINED"].evidence["bytes"] > 0
+    ev = found["ARENA_RETAINED"].evidence["arenas"]
+    assert ev["free"] > 0 and ev["count"] >= 1 and ev["reserved"] == ev["count"] * (64 << 20)
 
 
 def test_realloc_grow_moves_with_mremap(tmp_path, source) -> None:

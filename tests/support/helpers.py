@@ -15,7 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / "workloads" / "bin"
 HEAPLINE = [sys.executable, "-m", "tracer.cli"]
-LINE = re.compile(r"^HL ([a-z_]+)(?: ([a-z]+))?((?: [a-z_]+=[0-9a-z-]+)*)$")
+LINE = re.compile(r"^HL ([a-z_]+)(?: ([a-z]+))?((?: [a-z_]+=[0-9a-z_-]+)*)$")
 
 
 @dataclass

@@ -22,7 +22,9 @@ def test_samples_returned_at_exit_and_top_pad() -> None:
     assert set(found) >= {"RETURNED_AT_EXIT", "TOP_BELOW_TRIM_THRESHOLD"}
     rep = parse_report((TRACES / "phases.out").read_text())
     top = found["TOP_BELOW_TRIM_THRESHOLD"].evidence
-    assert top["break"] == hex(rep.brk("end")) and top["free_at_top"] == rep.brk("end") - rep.brk("start")
+    assert top["break"] == hex(rep.brk("end"))
+    # the top is below the heap's own tcache chunk and what is cached (exactness: tests/live/test_accounting.py)
+    assert 0 < top["top"] <= rep.brk("end") - rep.brk("start") - 0x290
 
 
 def test_forked_child_returned_at_exit() -> None:
@@ -71,7 +73,7 @@ def test_explain_at_a_moment() -> None:
     early = explain(t, at_ns=1)
     assert "RETURNED_AT_EXIT" not in codes(early)
     r = run_heapline("explain", str(TRACES / "phases.trace"), "--json")
-    assert r.returncode == 0 and "RETURNED_AT_EXIT" in [f["code"] for f in json.loads(r.stdout)]
+    assert r.returncode == 0 and "RETURNED_AT_EXIT" in [f["code"] for f in json.loads(r.stdout)["findings"]]
 
 
 @needs_root

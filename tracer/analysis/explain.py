@@ -15,7 +15,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tracer.analysis.allocmodel import process_live
+from tracer.analysis import thresholds as thr
+from tracer.analysis.accounting import account, last_moment
+from tracer.analysis.accounting import model as accounting_model
+from tracer.analysis.chunks import CONSOLIDATE_FREE, MINSIZE
 from tracer.analysis.model import ExitState, Timeline, build, state_at_exit
 from tracer.columns import Events
 from tracer.events import Kind
@@ -27,6 +30,7 @@ DEFAULT_TOP_PAD = 128 * KIB  # M_TOP_PAD: kept at the top even when trimming
 MMAP_THRESHOLD_MAX = 32 << 20  # glibc's dynamic mmap threshold stops rising here (64-bit)
 TCACHE_MAX = 1032  # the largest request glibc's tcache holds
 REUSE_MIN = 64 * KIB  # requested bytes freed and allocated again before reuse is worth a finding
+RELEASE_MIN = 64 * KIB  # a pinned block is worth a finding when freeing it would release this much
 M_TRIM_THRESHOLD = -1
 U64 = 1 << 64
 
@@ -89,46 +93,59 @@ def explain(trace: Trace, at_ns: int | None = None, pid: int | None = None) -> l
     return sorted(out, key=lambda f: (f.ts is None, f.ts or 0))
 
 
-def _heap_blocks(trace: Trace, tl: Timeline) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    live = process_live(trace, tl.pid)
-    brk = int(tl.breaks["brk"].iloc[-1]) if len(tl.breaks) else tl.start_brk
-    inside = (live.open_ptr >= tl.start_brk) & (live.open_ptr < brk)
-    return live.open_ptr[inside], live.open_size[inside], live.open_ts[inside]
+def _glibc_heap(trace: Trace, tl: Timeline, ev: Events, family: str | None) -> dict[str, Any] | None:
+    """The accounting at the moment explained, when glibc's heap is what was traced."""
+    if family not in (None, "glibc") or not len(tl.breaks) or not (ev["kind"] >= Kind.MALLOC).any():
+        return None
+    return account(trace, last_moment(trace, tl.pid), tl.pid)
 
 
 def _heap_top(trace: Trace, tl: Timeline, ev: Events, family: str | None) -> list[Finding]:
-    """BRK_PINNED_BY_LIVE_CHUNK and TOP_BELOW_TRIM_THRESHOLD, from the blocks live at the end."""
-    if family not in (None, "glibc") or not len(tl.breaks) or not (ev["kind"] >= Kind.MALLOC).any():
+    """BRK_PINNED_BY_LIVE_CHUNK and TOP_BELOW_TRIM_THRESHOLD, from the accounting at the moment.
+
+    Pinned: freeing the highest live chunk would merge it with the free chunk below it and the top,
+    and glibc's free would then trim (systrim keeps M_TOP_PAD) at least 64 KiB: the heap could shrink
+    but for that block. With the free memory spread in runs between live blocks instead, freeing the
+    highest one releases little, and no such claim is made."""
+    acc = _glibc_heap(trace, tl, ev, family)
+    if acc is None:
         return []
-    brk = int(tl.breaks["brk"].iloc[-1])
-    ptr, size, born = _heap_blocks(trace, tl)
-    threshold, source = trim_threshold(trace, ev)
+    h, th = acc["heap"], acc["thresholds"]
+    page = int(trace.meta.get("machine", {}).get("page_size", 4096))
     found = []
-    if len(ptr):
-        top = int(np.argmax(ptr + size.astype(np.uint64)))
-        top_end = int(ptr[top]) + int(size[top])
-        below = int(ptr[top]) - tl.start_brk - int(size.sum() - size[top])
-    else:
-        top, top_end, below = -1, tl.start_brk, 0
-    free_top = brk - top_end
-    evidence = {"break": hex(brk), "start_brk": hex(tl.start_brk), "trim_threshold": threshold,
-                "trim_threshold_from": source, "free_at_top": free_top}
-    if top >= 0 and below >= threshold and free_top < threshold:
-        block = {"address": hex(int(ptr[top])), "size": int(size[top]), "allocated_at_s": _rel(int(born[top]), tl.t0)}
-        found.append(Finding(
-            "BRK_PINNED_BY_LIVE_CHUNK",
-            f"{_kib(below)} below the break is free, but the live block at {hex(int(ptr[top]))} ({int(size[top])} B, "
-            f"allocated at {block['allocated_at_s']:.3f} s) sits above it, so the heap cannot shrink past it.",
-            {**evidence, "free_below_block": below, "block": block}, int(born[top])))
-    kept = max(threshold, DEFAULT_TOP_PAD + 64 * KIB)  # trimming leaves M_TOP_PAD; it starts at 64 KiB free
-    if 4096 <= free_top < kept:
-        why = (f"below the trim threshold ({_kib(threshold)}, {source})" if free_top < threshold else
-               f"what glibc leaves at the top when it trims (M_TOP_PAD, {_kib(DEFAULT_TOP_PAD)}, plus alignment)")
+    evidence = {"break": hex(h["start"] + h["size"]), "start_brk": hex(h["start"]), "heap": _figures(h),
+                "thresholds": th}
+    top = h.get("highest_live")
+    if top is not None:
+        merged = top["top_if_freed"]
+        released = (max(merged - MINSIZE - 1 - th["top_pad"], 0) & ~(page - 1)) if merged >= th["trim"] else 0
+        if released >= RELEASE_MIN and merged >= CONSOLIDATE_FREE:
+            at = _rel(top["allocated_at_ns"], tl.t0)
+            rest = max(h["free"] - top["free_below"] - h["top"], 0)
+            others = h["free_runs"] - (1 if top["free_below"] else 0)
+            msg = (f"The live block at {top['address']} ({top['size']:,} B, allocated at {at:.3f} s) is the highest "
+                   f"in the heap, above {_kib(top['free_below'])} of free heap: freeing it would let glibc lower the "
+                   f"break by {_kib(released)} (trim threshold {_kib(th['trim'])}, keeping M_TOP_PAD "
+                   f"{_kib(th['top_pad'])}).")
+            if others > 0:
+                msg += f" {_kib(rest)} more is free in {others:,} other free chunk(s) between live blocks."
+            found.append(Finding(
+                "BRK_PINNED_BY_LIVE_CHUNK", msg,
+                {**evidence, "block": top, "release_if_freed": released, "free_below_block": top["free_below"]},
+                top["allocated_at_ns"]))
+    if 4096 <= h["top"] and (h["top"] < th["trim"] or h["top"] - th["top_pad"] < page + MINSIZE + 1):
+        why = (f"below the trim threshold in force ({_kib(th['trim'])}, {th['source']})" if h["top"] < th["trim"] else
+               f"what glibc leaves at the top when it trims (M_TOP_PAD, {_kib(th['top_pad'])})")
         found.append(Finding(
             "TOP_BELOW_TRIM_THRESHOLD",
-            f"The free space at the top of the heap ({_kib(free_top)}) is {why}, so free() keeps it.",
-            {**evidence, "top_pad": DEFAULT_TOP_PAD}, None))
+            f"The free space at the top of the heap ({_kib(h['top'])}) is {why}, so free() keeps it.",
+            {**evidence, "top": h["top"], "top_pad": th["top_pad"]}, None))
     return found
+
+
+def _figures(h: dict[str, Any]) -> dict[str, Any]:
+    keys = ("size", "in_use", "free", "top", "cached", "fastbins", "live_requested", "free_runs", "largest_free_run")
+    return {k: h.get(k) for k in keys}
 
 
 def _trim_releases(trace: Trace, tl: Timeline, ev: Events, family: str | None) -> list[Finding]:
@@ -161,7 +178,8 @@ def _asof(frame: pd.DataFrame, col: str, ts: int) -> int | None:
 
 
 def _mmap_chunks(trace: Trace, tl: Timeline, ev: Events, family: str | None) -> list[Finding]:
-    """MMAP_CHUNK_RETURNED: munmap inside free(); glibc then raises its thresholds."""
+    """MMAP_CHUNK_RETURNED: munmap inside free(); and whether glibc raised its thresholds after it (it
+    does only for a chunk above the mmap threshold and at most 32 MiB, unless they were set)."""
     r = tl.releases[(tl.releases["call"] == "munmap") & (tl.releases["inside"].isin(["free", "realloc"]))]
     if not len(r):
         return []
@@ -169,40 +187,44 @@ def _mmap_chunks(trace: Trace, tl: Timeline, ev: Events, family: str | None) -> 
                                 "first_at_s": _rel(int(r["ts"].iloc[0]), tl.t0)}
     msg = (f"{len(r)} block(s) of {_kib(r['bytes'].min())} or more went back to the kernel with munmap when freed "
            f"({_kib(r['bytes'].sum())} in all).")
-    if family in (None, "glibc"):
-        raised = int(min(r["bytes"].max(), MMAP_THRESHOLD_MAX))
-        evidence["mmap_threshold_after"] = raised
-        evidence["trim_threshold_after"] = 2 * raised
-        msg += (f" glibc then serves blocks up to {_kib(raised)} from the heap and keeps up to "
-                f"{_kib(2 * raised)} free at its top (its thresholds rise after freeing an mmapped block).")
+    if family in (None, "glibc") and (ev["kind"] >= Kind.MALLOC).any():
+        m = accounting_model(trace, tl.pid)
+        rises = [h for h in m.thresholds if h.source.startswith("dynamic")]
+        end = thr.at(m.thresholds, last_moment(trace, tl.pid))
+        evidence["thresholds_after"] = end.to_json()
+        if rises:
+            evidence["raised_at_s"] = [_rel(h.ts, tl.t0) for h in rises][:20]
+            msg += (f" glibc then raised its mmap threshold to {_kib(end.mmap)} and its trim threshold to "
+                    f"{_kib(end.trim)}: blocks up to that size now come from the heap, and up to {_kib(end.trim)} "
+                    "stays free at its top.")
+        else:
+            why = ("they were set explicitly" if not end.dynamic else "every chunk freed was over 32 MiB or below "
+                   "the threshold already")
+            msg += f" glibc's thresholds did not rise ({why}): mmap threshold {_kib(end.mmap)}."
     return [Finding("MMAP_CHUNK_RETURNED", msg, evidence, int(r["ts"].iloc[0]))]
 
 
 def _not_consolidated(trace: Trace, tl: Timeline, ev: Events, family: str | None) -> list[Finding]:
-    """FREED_NOT_CONSOLIDATED: many small blocks freed, the heap still large, no trim since."""
-    if family not in (None, "glibc") or not len(tl.breaks):
-        return []
+    """FREED_NOT_CONSOLIDATED: many blocks freed, much of the heap free in chunks below live ones (or in
+    the tcache and fastbins), no trim since: what glibc counts as free, not requested bytes."""
+    acc = _glibc_heap(trace, tl, ev, family)
     kind = ev["kind"]
-    frees = np.flatnonzero(kind == Kind.FREE)  # positions only: no copy of the events
-    if len(frees) < 1000:
+    frees = np.flatnonzero(kind == Kind.FREE)
+    if acc is None or len(frees) < 1000:
         return []
-    heap = int(tl.breaks["heap"].iloc[-1])
-    _, size, _ = _heap_blocks(trace, tl)
-    free_in_heap = heap - int(size.sum())
-    trims = np.flatnonzero(kind[frees[-1]:] == Kind.MALLOC_TRIM)  # after the last free (events in time order)
-    sizes = ev["a0"][kind == Kind.MALLOC]
-    small = int((sizes <= TCACHE_MAX).sum())
-    page = int(trace.meta.get("machine", {}).get("page_size", 4096))
-    if free_in_heap < 2 * DEFAULT_TRIM_THRESHOLD or len(trims) or small < len(sizes) / 2:
+    h = acc["heap"]
+    held = h["free"] - h["top"] + h.get("cached", 0)  # free below live chunks, fastbins, tcache
+    trims = np.flatnonzero(kind[frees[-1]:] == Kind.MALLOC_TRIM)
+    if held < 2 * DEFAULT_TRIM_THRESHOLD or len(trims):
         return []
-    estimate = max(free_in_heap - DEFAULT_TOP_PAD, 0) // page
+    est = acc["malloc_trim_estimate"]
     return [Finding(
         "FREED_NOT_CONSOLIDATED",
-        f"{len(frees):,} blocks were freed, mostly small ones, and {_kib(free_in_heap)} of the heap is free but "
-        f"still the process's: reusable by it, not returned; malloc_trim(0) would release about {estimate:,} pages "
-        "(estimate).",
-        {"frees": int(len(frees)), "small_allocations": small, "heap_bytes": heap, "free_in_heap": free_in_heap,
-         "malloc_trim_estimate_pages": int(estimate), "estimate": True},
+        f"{len(frees):,} blocks were freed and {_kib(held)} of the heap is free but below live blocks "
+        f"({h['free_runs']:,} free chunks, the largest {_kib(h['largest_free_run'])}; fastbins "
+        f"{_kib(h.get('fastbins', 0))}, tcache {_kib(h.get('cached', 0))}): reusable by the process, not returned; "
+        f"malloc_trim(0) would give back about {_kib(est)}.",
+        {"frees": int(len(frees)), "heap": _figures(h), "held": held, "malloc_trim_estimate": est},
         int(ev["ts"][frees[-1]]))]
 
 
@@ -222,6 +244,9 @@ def _reused(trace: Trace, tl: Timeline, ev: Events, family: str | None) -> list[
     brk_max_after = br["brk"].max()
     if brk_max_after > brk_max_before:
         return []
+    k = ev["kind"]
+    if ((k == Kind.MREMAP) & (ev["ts"] > t_trough)).any():  # grown by mremap: new pages, not memory kept
+        return []
     return [Finding(
         "REUSED_NOT_GROWN",
         f"After {_kib(peak_before - lb[trough])} was freed, {_kib(regrow)} was allocated again from the memory the "
@@ -231,27 +256,35 @@ def _reused(trace: Trace, tl: Timeline, ev: Events, family: str | None) -> list[
 
 
 def _arenas(trace: Trace, tl: Timeline, ev: Events, family: str | None) -> list[Finding]:
-    """ARENA_RETAINED: memory kept in the heaps of non-main arenas at the end."""
-    mp = tl.mappings
-    if not len(mp) or family not in (None, "glibc"):  # other allocators map MAP_NORESERVE regions too
+    """ARENA_RETAINED: free memory kept in the heaps of glibc's thread arenas at the moment explained."""
+    acc = _glibc_heap(trace, tl, ev, family)
+    if acc is None or not acc["arenas"]["count"]:
         return []
-    alive = mp[(mp["ended_by"].isin(["still mapped", "exit"])) & (mp["what"] == "heap-arena") & (mp["prot"] != 0)]
-    if not len(alive):
+    ar = acc["arenas"]
+    if ar["free"] < 64 * KIB:
         return []
+    k = ev["kind"]
+    ended = set(ev["tid"][k == Kind.EXIT].tolist())
+    alive = [int(t) for t in np.unique(ev["a0"][(k == Kind.FORK) & (ev["a2"] == 1)]).tolist() if int(t) not in ended]
+    who = ("kept for the threads still running" if alive else
+           "kept although the threads that used them have exited (glibc reuses arenas for new threads)")
     return [Finding(
         "ARENA_RETAINED",
-        f"{_kib(alive['size'].sum())} stays in the heaps of glibc's thread arenas ({len(alive)} range(s)), kept "
-        "for the threads' next allocations.",
-        {"bytes": int(alive["size"].sum()),
-         "ranges": [[hex(int(a)), hex(int(b))] for a, b in zip(alive["start"], alive["end"], strict=True)][:20]})]
+        f"{_kib(ar['free'])} is free but kept in {ar['count']} thread-arena heap(s) ({_kib(ar['committed'])} "
+        f"committed of {_kib(ar['reserved'])} reserved, {_kib(ar['in_use'])} in use), {who}.",
+        {"arenas": {k2: v for k2, v in ar.items() if k2 != "heaps"}, "threads_running": len(alive),
+         "heaps": [hex(h["start"]) for h in ar["heaps"]][:20]})]
 
 
 def _decay(trace: Trace, tl: Timeline, ev: Events, family: str | None) -> list[Finding]:
     """ALLOCATOR_DECAY: a non-glibc allocator returning dirty pages later, by madvise."""
     if family in (None, "glibc", "unknown"):
         return []
-    r = tl.releases[tl.releases["call"] == "madvise"]
-    if not len(r):
+    frees = ev["ts"][(ev["kind"] == Kind.FREE) | (ev["kind"] == Kind.DELETE)]
+    if not len(frees):
+        return []
+    r = tl.releases[(tl.releases["call"] == "madvise") & (tl.releases["ts"] > int(frees[0]))]
+    if not len(r) or r["bytes"].sum() < 64 * KIB:  # after frees, and more than a start-up probe
         return []
     by = {k: int(v) for k, v in r.groupby("advice")["bytes"].sum().items()}
     return [Finding(

@@ -84,7 +84,7 @@ def build(trace: Trace, pid: int | None = None) -> Timeline:
 def _build(trace: Trace, pid: int) -> Timeline:
     meta = trace.meta
     page = int(meta.get("machine", {}).get("page_size", 4096))
-    ev, kind, snap = _own_events(trace, pid)
+    ev, kind, snap = own_events(trace, pid)
     t0 = int(meta.get("start_ns", ev["ts"][0] if len(ev) else 0))
     end_ts = int(meta.get("end_ns", ev["ts"][-1] if len(ev) else t0))
 
@@ -143,7 +143,7 @@ def _build(trace: Trace, pid: int) -> Timeline:
     return Timeline(pid, t0, start_brk, breaks, mp, releases, rss, live, memory, ls.unmatched_frees)
 
 
-def _own_events(trace: Trace, pid: int) -> tuple[Events, np.ndarray, dict | None]:
+def own_events(trace: Trace, pid: int) -> tuple[Events, np.ndarray, dict | None]:
     """``pid``'s events from its last exec on, their kinds, and the attach snapshot that starts
     them when no exec did."""
     ev = since_last_exec(trace.columns.where(trace.columns["pid"] == pid))
@@ -186,7 +186,7 @@ def state_at_exit(trace: Trace, pid: int) -> ExitState | None:
     """:class:`ExitState` of ``pid``: what its :func:`build` timeline gives at its exit, without
     building it (a shell or a build forks hundreds of processes). None if it did not exit while
     traced."""
-    ev, kind, snap = _own_events(trace, pid)
+    ev, kind, snap = own_events(trace, pid)
     ex = np.flatnonzero((kind == int(Kind.EXIT)) & (ev["a2"] == 1))
     if not len(ex):
         return None

@@ -88,6 +88,41 @@ def print_summary(s: dict[str, Any], console: Console) -> None:
     )
 
 
+def _heap_line(name: str, h: dict[str, Any]) -> str:
+    b = human_bytes
+    line = (f"{name}: {b(h['size'])}: in use {b(h['in_use'])} (live {b(h.get('live_requested', 0))} requested), "
+            f"free {b(h['free'])} (top {b(h['top'])}")
+    if h.get("free_runs"):
+        n = h["free_runs"]
+        line += f", {n:,} free chunk{'s' if n != 1 else ''} below it, the largest {b(h['largest_free_run'])}"
+    if h.get("fastbins"):
+        line += f", fastbins {b(h['fastbins'])}"
+    line += ")"
+    if h.get("cached"):
+        line += f"; cached in tcache {b(h['cached'])}"
+    return line
+
+
+def print_accounting(a: dict[str, Any], console: Console) -> None:
+    """The accounting at one moment (``explain``): what each byte of the allocator's memory is."""
+    b = human_bytes
+    console.print(f"[bold]accounting[/] of pid {a['pid']} at {a['at_s']:.3f} s"
+                  + ("" if a["exact"] else " (estimate: some calls were not where the model expected)"))
+    console.print("  " + _heap_line("main heap", a["heap"]), markup=False, soft_wrap=True)
+    ar = a["arenas"]
+    if ar["count"]:
+        console.print(f"  thread arenas: {ar['count']} heap(s), {b(ar['reserved'])} reserved, {b(ar['committed'])} "
+                      f"committed: in use {b(ar['in_use'])}, free {b(ar['free'])}", markup=False, soft_wrap=True)
+    mm = a["mmapped_chunks"]
+    console.print(f"  mmapped chunks: {mm['count']:,}, {b(mm['bytes'])}", markup=False)
+    th = a["thresholds"]
+    console.print(f"  thresholds: mmap {b(th['mmap'])}, trim {b(th['trim'])}, top pad {b(th['top_pad'])} "
+                  f"({th['source']})", markup=False, soft_wrap=True)
+    console.print(f"  malloc_trim(0) would give back about {b(a['malloc_trim_estimate'])}", markup=False)
+    if a["resident"].get("anon") is not None:
+        console.print(f"  resident anonymous memory (RssAnon): {b(a['resident']['anon'])}", markup=False)
+
+
 def print_findings(findings: list[dict[str, Any]], console: Console, root: int) -> None:
     if not findings:
         return

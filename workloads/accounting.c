@@ -1,0 +1,209 @@
+/* accounting - glibc's own account of its heap at marked moments, for heapline's accounting tests.
+ *
+ *   accounting frag        2,000 blocks of 1,100-10,099 B (past the tcache and the fastbins, so
+ *                          glibc's mallinfo2 and heapline's chunk model must agree exactly), freed in
+ *                          steps that fragment the heap, then all but the highest, then malloc_trim(0)
+ *   accounting small       100,000 blocks of 24 B, then every other one freed (tcache and fastbins
+ *                          at their defaults; run with GLIBC_TUNABLES=glibc.malloc.tcache_count=0:
+ *                          glibc.malloc.mxfast=0 to make them bypass both)
+ *   accounting thresholds  glibc's dynamic mmap threshold: 1 MiB mmapped, freed (the threshold
+ *                          rises), 1 MiB again (from the heap), 40 MiB freed (no rise), 2 MiB (mmapped)
+ *   accounting threads     two threads allocate in their own arenas and free in two steps
+ *   accounting pinned      blocks freed below one live block near the top of the heap, then that
+ *                          block freed (the heap is trimmed), each state marked
+ *
+ * Every mark is one line, written without allocating:
+ *   HL mark name=<name> ts=<CLOCK_MONOTONIC ns> arena= ordblks= smblks= hblks= hblkhd= fsmblks=
+ *      uordblks= fordblks= keepcost= sbrk=0x<hex> rss_anon=<bytes>
+ * and where a block went: HL where name=<name> ptr=0x<hex> size=<n> heap=<1 if below sbrk(0)>
+ * The marks' times are on the clock heapline's events use, so a test asks for the accounting there.
+ */
+#include "report.h"
+
+#include <malloc.h>
+#include <pthread.h>
+#include <time.h>
+
+static void *volatile keep[100000];
+
+static long long now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+static void mark(const char *name)
+{
+    struct mallinfo2 m = mallinfo2();
+    long long ts = now_ns();
+    hl_line("HL mark name=%s ts=%lld arena=%zu ordblks=%zu smblks=%zu hblks=%zu hblkhd=%zu fsmblks=%zu "
+            "uordblks=%zu fordblks=%zu keepcost=%zu sbrk=0x%lx rss_anon=%ld",
+            name, ts, m.arena, m.ordblks, m.smblks, m.hblks, m.hblkhd, m.fsmblks, m.uordblks, m.fordblks,
+            m.keepcost, HL_PTR(sbrk(0)), hl_rss_anon());
+}
+
+static void *block(size_t n)
+{
+    char *p = malloc(n);
+    if (!p)
+        hl_die("malloc");
+    memset(p, 0x5a, n); /* resident, and the compiler cannot drop the pair */
+    return p;
+}
+
+static void where(const char *name, void *p, size_t n)
+{
+    hl_line("HL where name=%s ptr=0x%lx size=%zu heap=%d", name, HL_PTR(p), n,
+            (char *)p < (char *)sbrk(0) ? 1 : 0);
+}
+
+static void frag(void)
+{
+    enum { N = 2000 };
+    for (int i = 0; i < N; i++)
+        keep[i] = block(1100 + (size_t)(i * 7919) % 9000);
+    mark("allocated");
+    for (int i = 1; i < N - 1; i += 2) { /* every other block: free runs between live ones */
+        free(keep[i]);
+        keep[i] = NULL;
+    }
+    mark("every_other_freed");
+    for (int i = 0; i < N / 2; i++) { /* the lower half: its runs merge */
+        free(keep[i]);
+        keep[i] = NULL;
+    }
+    mark("lower_half_freed");
+    for (int i = N / 2; i < N - 1; i++) { /* all but the highest */
+        free(keep[i]);
+        keep[i] = NULL;
+    }
+    mark("all_but_last_freed");
+    malloc_trim(0);
+    mark("trimmed");
+    free(keep[N - 1]);
+    keep[N - 1] = NULL;
+    mark("all_freed");
+}
+
+static void small(void)
+{
+    enum { N = 100000 };
+    for (int i = 0; i < N; i++)
+        keep[i] = block(24);
+    mark("allocated");
+    for (int i = 0; i < N; i += 2) {
+        free(keep[i]);
+        keep[i] = NULL;
+    }
+    mark("every_other_freed");
+    for (int i = 1; i < N; i += 2) {
+        free(keep[i]);
+        keep[i] = NULL;
+    }
+    mark("all_freed");
+    malloc_trim(0);
+    mark("trimmed");
+}
+
+static void thresholds(void)
+{
+    size_t mib = 1 << 20;
+    void *a = block(mib);
+    where("first_1mib", a, mib);
+    mark("first_1mib");
+    free(a); /* an mmapped chunk of at most 32 MiB: the mmap threshold rises to its size */
+    mark("first_1mib_freed");
+    void *b = block(mib);
+    where("second_1mib", b, mib);
+    mark("second_1mib");
+    void *c = block(40 * mib);
+    where("forty_mib", c, 40 * mib);
+    free(c); /* past 32 MiB: no rise */
+    mark("forty_mib_freed");
+    void *d = block(2 * mib);
+    where("two_mib", d, 2 * mib);
+    mark("two_mib");
+    free(d);
+    free(b);
+    mark("all_freed");
+}
+
+static pthread_barrier_t parked, resumed;
+
+static void *arena_thread(void *arg)
+{
+    long t = (long)arg;
+    enum { N = 300 };
+    void *mine[N];
+    for (int i = 0; i < N; i++)
+        mine[i] = block(2000 + (size_t)((i + t) * 7919) % 20000);
+    for (int i = 0; i < N - 1; i += 2) /* every other: free runs in the thread's heap */
+        free(mine[i]);
+    pthread_barrier_wait(&parked); /* the main thread marks now */
+    pthread_barrier_wait(&resumed);
+    for (int i = 1; i < N; i += 2)
+        free(mine[i]);
+    pthread_barrier_wait(&parked);
+    pthread_barrier_wait(&resumed);
+    return NULL;
+}
+
+static void threads(void)
+{
+    enum { T = 2 };
+    pthread_t th[T];
+    void *mine = block(50000);
+    pthread_barrier_init(&parked, NULL, T + 1);
+    pthread_barrier_init(&resumed, NULL, T + 1);
+    for (long t = 0; t < T; t++)
+        if (pthread_create(&th[t], NULL, arena_thread, (void *)t))
+            hl_die("pthread_create");
+    pthread_barrier_wait(&parked);
+    mark("threads_half_freed");
+    pthread_barrier_wait(&resumed);
+    pthread_barrier_wait(&parked);
+    mark("threads_all_freed");
+    pthread_barrier_wait(&resumed);
+    for (int t = 0; t < T; t++)
+        pthread_join(th[t], NULL);
+    mark("threads_joined");
+    free(mine);
+    mark("all_freed");
+}
+
+static void pinned(void)
+{
+    enum { N = 600 };
+    for (int i = 0; i < N; i++)
+        keep[i] = block(4000 + (size_t)(i % 5) * 1000);
+    void *top = block(9000);
+    mark("allocated");
+    for (int i = 0; i < N; i++) {
+        free(keep[i]);
+        keep[i] = NULL;
+    }
+    mark("pinned");
+    free(top);
+    mark("unpinned");
+}
+
+int main(int argc, char **argv)
+{
+    const char *mode = argc > 1 ? argv[1] : "frag";
+    hl_pid();
+    if (!strcmp(mode, "frag"))
+        frag();
+    else if (!strcmp(mode, "small"))
+        small();
+    else if (!strcmp(mode, "thresholds"))
+        thresholds();
+    else if (!strcmp(mode, "threads"))
+        threads();
+    else if (!strcmp(mode, "pinned"))
+        pinned();
+    else
+        hl_die("mode");
+    hl_done();
+    return 0;
+}
