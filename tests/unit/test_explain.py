@@ -105,3 +105,36 @@ def test_the_live_series_is_computed_once_per_process(monkeypatch) -> None:
     explain(t)
     build(t)
     assert len(sizes) == 1 and s["alloc"]["live_blocks_final"] == am.process_live(t, t.header["pid"]).blocks_final
+
+
+def test_pinned_when_freeing_the_highest_block_would_trim() -> None:
+    """TLPI 7.1: blocks 1..999 of 1,000 freed, the 1,000th live at the top: the break stays (the
+    program printed it), and freeing that block would let free() trim all but M_TOP_PAD."""
+    t = open_trace(str(TRACES / "scenario-free-and-sbrk-1000-10240-1-1-999.trace"))
+    rep = parse_report((TRACES / "scenario-free-and-sbrk-1000-10240-1-1-999.out").read_text())
+    assert rep.brk("free") == rep.brk("alloc")
+    (pin,) = [f for f in explain(t) if f.code == "BRK_PINNED_BY_LIVE_CHUNK"]
+    assert pin.evidence["block"]["size"] == 10240
+    # what free() would release: the break down to the block's start plus M_TOP_PAD, in whole pages
+    heap = pin.evidence["heap"]
+    assert pin.evidence["release_if_freed"] > 0.95 * (rep.brk("free") - rep.brk("start") - (128 << 10))
+    assert heap["size"] == rep.brk("free") - rep.brk("start")
+
+
+def test_not_pinned_by_a_block_above_fragmented_free_memory() -> None:
+    """20,000 tiny blocks freed and allocated again: the highest live one has no big free run under it."""
+    t = open_trace(str(TRACES / "scenario-reuse-20000.trace"))
+    assert "BRK_PINNED_BY_LIVE_CHUNK" not in codes(explain(t))
+
+
+def test_no_reuse_claimed_for_a_block_grown_by_mremap() -> None:
+    t = open_trace(str(TRACES / "scenario-realloc-grow.trace"))
+    assert "REUSED_NOT_GROWN" not in codes(explain(t))
+
+
+def test_no_threshold_rise_claimed_after_freeing_a_chunk_over_32_mib() -> None:
+    t = open_trace(str(TRACES / "scenario-realloc-grow.trace"))  # the 64 MiB block is freed from mmap
+    (mm,) = [f for f in explain(t) if f.code == "MMAP_CHUNK_RETURNED"]
+    th = mm.evidence["thresholds_after"]
+    assert (th["mmap"], th["trim"], th["dynamic"]) == (128 << 10, 128 << 10, True)
+    assert "raised_at_s" not in mm.evidence and "did not rise" in mm.message
