@@ -7,7 +7,8 @@ malloc/free (a phase that accumulates blocks, churn, a phase that frees most of 
 tail), large blocks served by mmap/munmap, the break growing and trimmed, a thread arena reserved
 with PROT_NONE and opened by mprotect, madvise(MADV_DONTNEED) inside it, a malloc_trim, a mallopt,
 and RSS samples every millisecond; it is written with TraceWriter like a recording. Printed for
-each: events; seconds to read the trace (open_trace) and to build the model (model.build), each
+each: events; seconds to read the trace (open_trace), to build the model (model.build) and to
+account the heap at the end (accounting.account: chunks, tcache, fastbins; after the model), each
 measured alone; seconds for the whole report (write_report: read, model, figures, page); the
 HTML size; and, in headless Chromium (median of 3 loads from navigation start), the first
 contentful paint (header and key figures) and the figures drawn. First, the time plotly.js alone
@@ -29,6 +30,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "support"))  # the headless-Chromium helper the tests use too
 
 from tracer.events import EVENT_DTYPE, Kind  # noqa: E402
 from tracer.tracefile import TraceWriter  # noqa: E402
@@ -204,6 +206,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="100000,1000000,10000000")
     ap.add_argument("--keep", help="write the traces and reports here instead of a temporary folder")
     args = ap.parse_args()
+    from tracer.analysis.accounting import account, last_moment
     from tracer.analysis.model import build
     from tracer.tracefile import open_trace
     from viz.page import plotly_js
@@ -216,8 +219,8 @@ def main() -> None:
         alone.write_text(f"<!DOCTYPE html><html><body><p>plotly.js alone</p><script>{plotly_js()}</script>"
                          "<script>window.__heapline = {rendered: performance.now()}</script></body></html>")
         print(f"plotly.js alone (parse and start, the floor of any page): {_render(str(alone))[1]:.2f} s")
-        print(f"{'events':>12} {'read s':>7} {'model s':>8} {'build s':>8} {'html MB':>8} {'paint s':>8} "
-              f"{'drawn s':>8}  reduced")
+        print(f"{'events':>12} {'read s':>7} {'model s':>8} {'account s':>9} {'build s':>8} {'html MB':>8} "
+              f"{'paint s':>8} {'drawn s':>8}  reduced")
         for n in (int(s) for s in args.sizes.split(",")):
             trace, html = str(where / f"synthetic-{n}.trace"), str(where / f"synthetic-{n}.html")
             count = synthesize(trace, n)
@@ -227,6 +230,9 @@ def main() -> None:
             t = time.perf_counter()
             build(opened)
             model = time.perf_counter() - t
+            t = time.perf_counter()
+            account(opened, last_moment(opened))  # the heap accounting at the end (chunks, tcache, fastbins)
+            accounting = time.perf_counter() - t
             del opened
             t = time.perf_counter()
             built = write_report(trace, html)  # all of it: read, model, figures, page
@@ -234,8 +240,8 @@ def main() -> None:
             size = os.path.getsize(html) / 1e6
             paint, drawn = _render(html)
             note = "yes" if built["reduced"] else "no"
-            print(f"{count:>12,} {read:>7.2f} {model:>8.2f} {total:>8.2f} {size:>8.2f} {paint:>8.2f} {drawn:>8.2f}"
-                  f"  {note}", flush=True)
+            print(f"{count:>12,} {read:>7.2f} {model:>8.2f} {accounting:>9.2f} {total:>8.2f} {size:>8.2f} "
+                  f"{paint:>8.2f} {drawn:>8.2f}  {note}", flush=True)
 
 
 if __name__ == "__main__":

@@ -170,9 +170,76 @@ def occupancy(b: Blocks, ev: Events, arena_of: np.ndarray, tcache: bool = True, 
     what = np.concatenate([p[2] for p in parts])
     idx = np.concatenate([p[3] for p in parts])
     order = np.lexsort((pri, ts))
+    ts, what, idx = ts[order], what[order], idx[order]
     tids = np.ascontiguousarray(ev["tid"])
-    b.mismatches = _walk(b, ts[order].tolist(), what[order].tolist(), idx[order].tolist(), arena_of, tids,
-                         tcache, fastbins)
+    rest, mismatches = _tcache_only(b, ts, what, idx, tids[exits], ev["ts"][exits].astype(np.int64)) if tcache \
+        else (np.ones(len(ts), dtype=bool), 0)
+    b.mismatches = mismatches + _walk(b, ts[rest].tolist(), what[rest].tolist(), idx[rest].tolist(), arena_of, tids,
+                                      tcache, fastbins)
+
+
+def _tcache_only(b: Blocks, ts: np.ndarray, what: np.ndarray, idx: np.ndarray, exit_tid: np.ndarray,
+                 exit_ts: np.ndarray) -> tuple[np.ndarray, int]:
+    """The size classes whose tcache bins never overflow, all at once.
+
+    When no thread's bin of a class ever holds more than 7 chunks, no chunk of that class reaches a
+    fastbin: every free goes into the freeing thread's tcache, a malloc takes the newest chunk there
+    when there is one (else it is served elsewhere), and frees pair with the mallocs that take them
+    back like brackets. Their chunks' spans are set here, vectorized (a churn of millions of
+    malloc/free pairs is all of this kind). Returns the mask of the events left for the sequential
+    walk, and the mismatches found (a malloc that did not return the chunk the tcache had on top)."""
+    keep = np.ones(len(ts), dtype=bool)
+    sel = np.flatnonzero(what <= 1)
+    if not len(sel):
+        return keep, 0
+    i = idx[sel]
+    is_free = what[sel] == 0
+    cls = (b.chunk[i] - MINSIZE) // 16
+    tid = np.where(is_free, b.close_tid[i], b.open_tid[i]).astype(np.int64)
+    take = ~is_free & b.tcache_take[i]
+    _, g = np.unique((tid << 8) | cls, return_inverse=True)
+    by = np.argsort(g, kind="stable")  # by (thread, class), in time order within each
+    gs = g[by]
+    d = np.where(is_free, 1, np.where(take, -1, 0))[by]
+    starts = np.r_[0, np.flatnonzero(gs[1:] != gs[:-1]) + 1]
+    sizes = np.diff(np.r_[starts, len(gs)])
+    s = np.cumsum(d)
+    s -= np.repeat(np.r_[0, s[starts[1:] - 1]], sizes)  # the running sum within each group
+    big = 2 * (len(d) + 1)
+    floor = np.minimum.accumulate(np.minimum(s, 0) - gs * big) + gs * big  # its running minimum (at most 0)
+    depth = s - floor  # the bin's count after each event: a malloc on an empty bin takes nothing from it
+    before = np.r_[0, depth[:-1]]
+    before[starts] = 0
+    pops = (d == -1) & (before > 0)
+    # classes where some thread's bin would overflow (or a call bypasses the tcache) are walked
+    bad_group = np.zeros(len(sizes), dtype=bool)
+    bad_group[np.unique(gs[(depth > TCACHE_COUNT) | ((d == 0) & ~np.r_[is_free[by]])])] = True
+    cls_by = cls[by]
+    bad_cls = np.unique(cls_by[bad_group[gs]])
+    simple = ~np.isin(cls_by, bad_cls)
+    rows = np.flatnonzero(simple)
+    mismatches = 0
+    if len(rows):
+        f = is_free[by][rows]
+        p = pops[rows]
+        pairable = f | p
+        rr = rows[pairable]
+        level = np.where(f[pairable], depth[rr], depth[rr] + 1)  # a free and the malloc taking it back share one
+        o = np.lexsort((rr, level, gs[rr]))
+        r, fr = rr[o], f[pairable][o]
+        pair = np.flatnonzero(~fr[1:] & fr[:-1] & (gs[r[1:]] == gs[r[:-1]])) + 1
+        freed_blocks, taken = i[by[r[pair - 1]]], i[by[r[pair]]]
+        blk = i[by[rows[f]]]
+        b.went[blk] = CACHED
+        b.occupied_until[blk] = NEVER
+        b.occupied_until[freed_blocks] = b.opened[taken]
+        mismatches = int((b.ptr[freed_blocks] != b.ptr[taken]).sum())
+        left = blk[b.occupied_until[blk] == NEVER]  # still cached: until its thread exits
+        if len(left) and len(exit_tid):
+            last_exit = dict(zip(exit_tid.tolist(), exit_ts.tolist(), strict=False))
+            b.occupied_until[left] = [last_exit.get(int(t), NEVER) for t in b.close_tid[left].tolist()]
+    keep[sel[by[rows]]] = False
+    return keep, mismatches
 
 
 def _walk(b: Blocks, ts: list, what: list, idx: list, arena_of: np.ndarray, ev_tid: np.ndarray,

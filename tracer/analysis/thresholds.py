@@ -3,7 +3,8 @@
 They start at their defaults (128 KiB, 128 KiB, 128 KiB), or at what the environment set
 (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_TOP_PAD_``, ``GLIBC_TUNABLES``
 ``glibc.malloc.*``), change with each successful ``mallopt``, and rise by themselves when ``free``
-returns an mmapped chunk larger than the mmap threshold and at most 32 MiB (``DEFAULT_MMAP_THRESHOLD_MAX``):
+returns an mmapped chunk larger than the mmap threshold and smaller than 32 MiB (``DEFAULT_MMAP_THRESHOLD_MAX``;
+glibc compares the size field with its IS_MMAPPED bit set, so a chunk of exactly 32 MiB does not count):
 mmap threshold = that chunk's size, trim threshold = twice it. Setting any of the four by
 ``mallopt``, environment or tunable turns that rise off for good (``mp_.no_dyn_threshold``).
 """
@@ -92,7 +93,8 @@ def history(ev: Events, b: Blocks, env: dict[str, str], t0: int) -> list[Thresho
             out.append(replace(th, ts=ts, **changed, source=f"mallopt({_PARAM_NAME[param]})", dynamic=False))
         else:
             size = int(b.chunk[i])
-            if th.dynamic and th.mmap < size <= MMAP_THRESHOLD_MAX:
+            # glibc compares the size with its IS_MMAPPED bit set: a chunk of exactly 32 MiB does not count
+            if th.dynamic and th.mmap < size < MMAP_THRESHOLD_MAX:
                 out.append(replace(th, ts=ts, mmap=size, trim=2 * size,
                                    source=f"dynamic (free of a {size}-byte mmapped chunk)"))
     return out
