@@ -142,3 +142,17 @@ def test_columns_no_batch_used_are_not_read() -> None:
         want[name] = 0
     assert np.array_equal(cols.to_records(), want) and cols["a1"].any()
     assert cols["cpu"].tolist() == np.repeat(r["b"]["cpu"][order], r["b"]["n"][order]).tolist()
+
+
+def test_one_full_batch_is_copied_out_of_the_ring() -> None:
+    """The ring's space is handed back after a drain: no column may be a view of it."""
+    from tracer.record.backends.bpf.ringbuf import BATCH_DTYPE, committed_batches
+
+    r = batch_ring([BATCH_SLOTS])
+    w = r.view(np.uint64).reshape(len(r), r.dtype.itemsize // 8)
+    cols, _ = committed_batches(w, BATCH_DTYPE.itemsize)
+    before = cols.to_records().copy()
+    w[:] = 0  # the kernel writes new records there
+    assert np.array_equal(cols.to_records(), before)
+    for name in EVENT_DTYPE.names:
+        assert not np.shares_memory(cols[name], w), name

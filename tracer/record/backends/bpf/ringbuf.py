@@ -165,5 +165,7 @@ def batch_events(batches: np.ndarray) -> Columns:
             cols[name] = np.repeat(per.astype(EVENT_DTYPE[name]), counts)
         else:
             field = batches[name] if order is None else batches[name][order]  # the reordering is the copy
-            cols[name] = (np.ascontiguousarray(field).reshape(-1)) if written is None else field[written]
+            # always a copy: one full batch is contiguous in the ring already, and a view of it would
+            # be overwritten once the space is handed back (and keep the ring from closing)
+            cols[name] = field.reshape(-1).copy() if written is None else field[written]
     return Columns(cols)
