@@ -114,3 +114,20 @@ def test_cli_prints_the_accounting_at_a_mark(tmp_path) -> None:
     r = run_heapline("explain", str(trace.path), "--at", f"{at:.9f}")
     assert r.returncode == 0 and "in use" in r.stdout, r.stdout
     assert os.path.exists(trace.path)
+
+
+def test_a_phase_of_memory_kept_after_free_ends_with_the_trim(tmp_path) -> None:
+    """small: 3 MiB of 32-byte chunks freed stay with glibc (RssAnon says so) until malloc_trim(0)."""
+    trace, rep = record(tmp_path, "small")
+    marks = {m["name"]: m for m in rep.all("mark")}
+    t0 = int(trace.meta["start_ns"])
+    from tracer.analysis.explain import explain
+
+    (kept,) = [f for f in explain(trace) if f.code == "MEMORY_KEPT_AFTER_FREE"]
+    ev = kept.evidence
+    freed = int(marks["all_freed"]["fordblks"]) - int(marks["allocated"]["fordblks"])
+    assert int(marks["all_freed"]["rss_anon"]) - int(marks["trimmed"]["rss_anon"]) > 2 << 20  # it was resident
+    assert abs(ev["kept"] - freed) <= 0.1 * freed, (ev["kept"], freed)
+    assert ev["from_s"] <= (int(marks["all_freed"]["ts"]) - t0) / 1e9
+    assert (int(marks["all_freed"]["ts"]) - t0) / 1e9 <= ev["to_s"] <= (int(marks["trimmed"]["ts"]) - t0) / 1e9
+    assert ev["ended"].startswith("malloc_trim from")

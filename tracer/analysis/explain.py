@@ -20,6 +20,7 @@ from tracer.analysis.accounting import account, last_moment
 from tracer.analysis.accounting import model as accounting_model
 from tracer.analysis.chunks import CONSOLIDATE_FREE, MINSIZE
 from tracer.analysis.model import ExitState, Timeline, build, state_at_exit
+from tracer.analysis.phases import phases
 from tracer.columns import Events
 from tracer.events import Kind
 from tracer.tracefile import Trace
@@ -30,6 +31,7 @@ DEFAULT_TOP_PAD = 128 * KIB  # M_TOP_PAD: kept at the top even when trimming
 MMAP_THRESHOLD_MAX = 32 << 20  # glibc's dynamic mmap threshold stops rising here (64-bit)
 TCACHE_MAX = 1032  # the largest request glibc's tcache holds
 REUSE_MIN = 64 * KIB  # requested bytes freed and allocated again before reuse is worth a finding
+FREE_CALL_NS = 50_000_000  # the releases of one allocator call (a malloc_trim madvises chunk after chunk)
 RELEASE_MIN = 64 * KIB  # a pinned block is worth a finding when freeing it would release this much
 M_TRIM_THRESHOLD = -1
 U64 = 1 << 64
@@ -83,7 +85,7 @@ def explain(trace: Trace, at_ns: int | None = None, pid: int | None = None) -> l
     ev = trace.columns.where(trace.columns["pid"] == tl.pid)
     family = ((trace.meta.get("backend") or {}).get("allocator") or {}).get("family")
     out: list[Finding] = []
-    for rule in (_trim_releases, _mmap_chunks, _heap_top, _not_consolidated, _reused, _arenas, _decay, _exit):
+    for rule in (_trim_releases, _mmap_chunks, _heap_top, _not_consolidated, _reused, _arenas, _decay, _kept, _exit):
         out.extend(rule(trace, tl, ev, family))
     if pid is None:  # forked children that gave their memory back by exiting (no timeline each)
         cols = trace.columns
@@ -294,6 +296,40 @@ def _decay(trace: Trace, tl: Timeline, ev: Events, family: str | None) -> list[F
         f"to {_rel(int(r['ts'].iloc[-1]), tl.t0):.3f} s.",
         {"family": family, "by_advice": by, "times_s": [_rel(int(t), tl.t0) for t in r["ts"]][:50]},
         int(r["ts"].iloc[0]))]
+
+
+def _kept(trace: Trace, tl: Timeline, ev: Events, family: str | None) -> list[Finding]:
+    """MEMORY_KEPT_AFTER_FREE: each span in which much of what the program freed stayed with glibc."""
+    if family not in (None, "glibc") or not (ev["kind"] >= Kind.MALLOC).any():
+        return []
+    out = []
+    last = last_moment(trace, tl.pid)
+    for ph in phases(trace, tl.pid):
+        parts = ", ".join(f"{name} {_kib(v)}" for name, v in list(ph.parts.items())[:3])
+        rel = tl.releases[(tl.releases["ts"] >= ph.peak_at) & (tl.releases["ts"] <= ph.end)]
+        by = rel[rel["inside"].notna()]
+        if len(by):  # the first allocator call that released memory after the peak, with all it released
+            first = by.iloc[0]
+            by = by[(by["inside"] == first["inside"]) & (by["ts"] - int(first["ts"]) < FREE_CALL_NS)]
+        if ph.end >= last:
+            ended = "kept until the end"
+        elif len(by):
+            ended = (f"{first['inside']} from {_rel(int(first['ts']), tl.t0):.3f} s gave back "
+                     f"{_kib(int(by['bytes'].sum()))} ({', '.join(sorted(set(by['call'])))})")
+        else:
+            after = account(trace, ph.end, tl.pid)
+            grew = after["heap"]["live_requested"] > ph.accounting["heap"]["live_requested"]
+            ended = "then allocated again" if grew else "then released"
+        h = ph.accounting["heap"]
+        out.append(Finding(
+            "MEMORY_KEPT_AFTER_FREE",
+            f"{_kib(ph.kept)} freed by the program stayed with glibc from {_rel(ph.start, tl.t0):.3f} s to "
+            f"{_rel(ph.end, tl.t0):.3f} s ({parts}); {ended}.",
+            {"from_s": _rel(ph.start, tl.t0), "to_s": _rel(ph.end, tl.t0), "peak_at_s": _rel(ph.peak_at, tl.t0),
+             "kept": ph.kept, "parts": ph.parts, "heap": _figures(h),
+             "malloc_trim_estimate": ph.accounting["malloc_trim_estimate"], "ended": ended},
+            ph.start))
+    return out
 
 
 def _exit(trace: Trace, tl: Timeline, ev: Events, family: str | None) -> list[Finding]:
