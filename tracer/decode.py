@@ -12,6 +12,7 @@ import signal
 import numpy as np
 
 from tracer.events import Kind
+from tracer.fields import ERRNO_MAX
 
 MASK64 = 0xFFFF_FFFF_FFFF_FFFF
 
@@ -132,6 +133,29 @@ MADV_DONTNEED_LOCKED = MADVISE["MADV_DONTNEED_LOCKED"]
 
 #: Advice after which the kernel may drop the pages (resident memory goes down).
 RELEASE_ADVICE: frozenset[int] = frozenset({MADV_DONTNEED, MADV_FREE, MADV_REMOVE, MADV_DONTNEED_LOCKED})
+
+# --- mallopt parameters (glibc's malloc.h) -----------------------------------------------------------
+
+M_MXFAST = 1
+M_TRIM_THRESHOLD = -1
+M_TOP_PAD = -2
+M_MMAP_THRESHOLD = -3
+M_MMAP_MAX = -4
+M_CHECK_ACTION = -5
+M_PERTURB = -6
+M_ARENA_TEST = -7
+M_ARENA_MAX = -8
+MALLOPT_PARAMS: dict[int, str] = {
+    M_MXFAST: "M_MXFAST",
+    M_TRIM_THRESHOLD: "M_TRIM_THRESHOLD",
+    M_TOP_PAD: "M_TOP_PAD",
+    M_MMAP_THRESHOLD: "M_MMAP_THRESHOLD",
+    M_MMAP_MAX: "M_MMAP_MAX",
+    M_CHECK_ACTION: "M_CHECK_ACTION",
+    M_PERTURB: "M_PERTURB",
+    M_ARENA_TEST: "M_ARENA_TEST",
+    M_ARENA_MAX: "M_ARENA_MAX",
+}
 
 # --- clone flags -----------------------------------------------------------------------------------
 
@@ -340,8 +364,14 @@ def addr_str(value: int) -> str:
     return "NULL" if value == 0 else f"{value:#x}"
 
 
+def _int(value: int) -> int:
+    """A C ``int`` stored as 64 bits: its low 32 bits, signed (strace prints an fd so)."""
+    value &= 0xFFFF_FFFF
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
 def _result(ret: int, hex_ok: bool) -> str:
-    if -4096 < ret < 0:
+    if -ERRNO_MAX <= ret < 0:
         err = -ret
         if err in _RESTART_MESSAGES:
             return f"? {errno_name(err)} ({errno_message(err)})"
@@ -355,7 +385,8 @@ def format_call(ev: np.void | np.ndarray) -> str:
     """One EVENT_DTYPE record rendered as ``strace`` prints it by default (no pid, time or column).
 
     Memory syscalls come out character for character as strace shows them; FORK, EXEC, EXIT and
-    RSS, which do not keep every argument, get a strace-like summary line.
+    RSS, which do not keep every argument, get a strace-like summary line; malloc_trim and mallopt
+    come out as ltrace shows them.
     """
     kind = int(ev["kind"])
     a = [int(ev[f"a{i}"]) for i in range(6)]
@@ -363,8 +394,7 @@ def format_call(ev: np.void | np.ndarray) -> str:
     if kind == Kind.BRK:
         return f"brk({addr_str(a[0])}) = {_result(ret, True)}"
     if kind == Kind.MMAP:
-        fd = a[4] & 0xFFFF_FFFF
-        fd = fd - (1 << 32) if fd >= 1 << 31 else fd  # strace prints the fd as an int
+        fd = _int(a[4])
         off = f"{a[5]:#x}" if a[5] else "0"
         args = f"{addr_str(a[0])}, {a[1]}, {prot_str(a[2])}, {mmap_flags_str(a[3])}, {fd}, {off}"
         return f"mmap({args}) = {_result(ret, True)}"
@@ -393,4 +423,9 @@ def format_call(ev: np.void | np.ndarray) -> str:
         return f"+++ exited +++{last}"
     if kind == Kind.RSS:
         return f"--- rss anon={a[0]} file={a[1]} shmem={a[2]} swap={a[3]} ---"
+    if kind == Kind.MALLOC_TRIM:
+        return f"malloc_trim({a[0]}) = {ret}"
+    if kind == Kind.MALLOPT:
+        param = _int(a[0])
+        return f"mallopt({MALLOPT_PARAMS.get(param, str(param))}, {_int(a[1])}) = {ret}"
     return f"<kind {kind}>({', '.join(hex(x) for x in a)}) = {ret}"

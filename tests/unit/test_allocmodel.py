@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from tracer.analysis.allocmodel import inherited, live_series, requested_size
+from tracer.analysis.allocmodel import inherited, live_series
 from tracer.events import EVENT_DTYPE, Kind
+from tracer.fields import blocks
 
 
 def calls(*rows: tuple) -> np.ndarray:
@@ -70,7 +71,7 @@ def test_requested_sizes() -> None:
         (Kind.VALLOC, 10, 0, 0, 0, C),
         (Kind.NEW, 24, 0, 0, 0, D),
     )
-    assert requested_size(ev).tolist() == [63, 5000, 10, 24]
+    assert blocks.requested_size(ev).tolist() == [63, 5000, 10, 24]
 
 
 def test_empty() -> None:

@@ -22,13 +22,14 @@ from typing import Any
 
 import numpy as np
 
+from tracer import fields as ef
 from tracer.analysis import chunks as ch
 from tracer.analysis import thresholds as thr
 from tracer.analysis.model import Timeline, build, own_events
+from tracer.decode import MADV_DONTNEED
 from tracer.events import Kind
 from tracer.tracefile import Trace
 
-MADV_DONTNEED = 4
 HEAP_MAX = 64 << 20  # a thread arena's heap: reserved 64 MiB, aligned to 64 MiB
 TCACHE_STRUCT = 0x290  # the chunk of a thread's tcache_perthread_struct, made by glibc itself (not a traced call)
 MALLOC_CHUNK_STRUCT = 48  # sizeof(struct malloc_chunk): mtrim keeps it at the start of every free chunk
@@ -74,11 +75,14 @@ def _model(trace: Trace, tl: Timeline) -> Model:
     ch.occupancy(b, ev, arena, tcache=tcache, fastbins=fastbins)
     page = int(trace.meta.get("machine", {}).get("page_size", 4096))
     k = np.ascontiguousarray(ev["kind"])
-    sel = np.flatnonzero(((k == Kind.MPROTECT) & (ev["a2"] != 0) | (k == Kind.MADVISE) & (ev["a2"] == MADV_DONTNEED))
-                         & (ev["ret"] == 0))
-    length = (ev["a1"][sel].astype(np.int64) + page - 1) & ~(page - 1)
-    calls = np.stack([ev["ts"][sel].astype(np.int64), k[sel].astype(np.int64), ev["a0"][sel].astype(np.int64),
-                      ev["a0"][sel].astype(np.int64) + length], axis=1) if len(sel) else np.empty((0, 4), np.int64)
+    # mprotect and madvise name their range alike (addr, length): one column each for both kinds
+    accessible = (k == Kind.MPROTECT) & (ef.mprotect.prot(ev) != 0)
+    emptied = (k == Kind.MADVISE) & (ef.madvise.advice(ev) == MADV_DONTNEED)
+    sel = np.flatnonzero((accessible | emptied) & (ev["ret"] == 0))
+    start = ef.madvise.addr(ev)[sel].astype(np.int64)
+    length = ef.page_up(ef.madvise.length(ev)[sel], page).astype(np.int64)
+    calls = np.stack([ev["ts"][sel].astype(np.int64), k[sel].astype(np.int64), start, start + length],
+                     axis=1) if len(sel) else np.empty((0, 4), np.int64)
     ex = np.flatnonzero(k == Kind.EXIT)
     exits = dict(zip(ev["tid"][ex].tolist(), ev["ts"][ex].astype(np.int64).tolist(), strict=True))
     return Model(tl, b, thr.history(ev, b, env, tl.t0), heaps, page, calls, exits)

@@ -11,12 +11,8 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
-MAP_SHARED = 0x01
-MAP_ANONYMOUS = 0x20
-MREMAP_MAYMOVE = 1
-MREMAP_FIXED = 2
-MREMAP_DONTUNMAP = 4
-ERRNO_MAX = 4095
+from tracer.decode import MAP_ANONYMOUS, MREMAP_DONTUNMAP
+from tracer.fields import ERRNO_MAX
 
 
 @dataclass

@@ -19,6 +19,7 @@ import numpy as np
 
 from tracer.columns import Columns, Events
 from tracer.events import ALLOC_KINDS, EVENT_DTYPE, Kind
+from tracer.fields import blocks, forks
 
 
 @dataclass
@@ -44,38 +45,10 @@ class LiveSeries:
         return int(self.live_blocks[-1]) if len(self.live_blocks) else 0
 
 
-# how each allocation kind's requested size is found: 1 a0, 2 a0*a1, 3 a1, 4 a1*a2, 5 a2 (0: not an allocation)
-_SIZE_FORM = np.zeros(64, dtype=np.uint8)
-for _k in (Kind.MALLOC, Kind.VALLOC, Kind.PVALLOC, Kind.NEW):
-    _SIZE_FORM[_k] = 1
-_SIZE_FORM[Kind.CALLOC] = 2
-for _k in (Kind.REALLOC, Kind.ALIGNED_ALLOC, Kind.MEMALIGN):
-    _SIZE_FORM[_k] = 3
-_SIZE_FORM[Kind.REALLOCARRAY] = 4
-_SIZE_FORM[Kind.POSIX_MEMALIGN] = 5
 _IS_ALLOC = np.zeros(64, dtype=bool)
 _IS_ALLOC[list(ALLOC_KINDS)] = True
 _ALLOC_OR_CLOSE = np.array(sorted({*ALLOC_KINDS, Kind.FREE, Kind.DELETE, Kind.REALLOC, Kind.REALLOCARRAY}),
                            dtype=np.uint16)  # fmt: skip
-
-
-def requested_size(ev: Events) -> np.ndarray:
-    """The size each allocation event asked for (0 for other kinds); as the program asked it:
-    pvalloc's page rounding and valloc's alignment are the allocator's."""
-    form = _SIZE_FORM.take(ev["kind"], mode="clip")
-    size = np.zeros(len(ev), dtype=np.uint64)
-    a = {}
-
-    def arg(i: int) -> np.ndarray:  # one contiguous copy per argument used
-        if i not in a:
-            a[i] = np.ascontiguousarray(ev[f"a{i}"])
-        return a[i]
-
-    for f, (x, y) in {1: (0, None), 2: (0, 1), 3: (1, None), 4: (1, 2), 5: (2, None)}.items():
-        m = form == f
-        if m.any():
-            size[m] = arg(x)[m] if y is None else arg(x)[m] * arg(y)[m]
-    return size
 
 
 @dataclass
@@ -99,7 +72,7 @@ def inherited(ev: Events, pid: int, depth: int = 0) -> Blocks | None:
     trace's events, in time order) and ``pid`` has not exec'd since; None otherwise."""
     if depth > 64 or ((ev["pid"] == pid) & (ev["kind"] == Kind.EXEC)).any():
         return None
-    fork = ev[(ev["kind"] == Kind.FORK) & (ev["a0"] == pid) & (ev["a2"] == 0)]
+    fork = ev[(ev["kind"] == Kind.FORK) & (forks.child(ev) == pid) & ~forks.thread(ev)]
     if not len(fork):
         return None
     parent, at = int(fork["pid"][0]), int(fork["ts"][0])
@@ -128,24 +101,23 @@ def live_series(ev: Events, start: Blocks | None = None) -> LiveSeries:
         return _with_start(ev, start)
     k = np.ascontiguousarray(ev["kind"])
     ret = ev["ret"].astype(np.uint64)
-    a0 = np.ascontiguousarray(ev["a0"])
+    ptr_in = blocks.pointer_in(ev)
     is_alloc = _IS_ALLOC.take(k, mode="clip")
-    memalign = k == Kind.POSIX_MEMALIGN
-    ptr_out = np.where(memalign, np.where(ev["ret"] == 0, ev["a3"], 0), ret) if memalign.any() else ret
+    ptr_out = blocks.pointer_out(ev)
     opened = is_alloc & (ptr_out != 0)
     resize = (k == Kind.REALLOC) | (k == Kind.REALLOCARRAY)
-    size = requested_size(ev)
+    size = blocks.requested_size(ev)
     # closes: free/delete of a non-NULL pointer; realloc of a non-NULL pointer that succeeded
     # (the old block ends even when the new one is at the same address) or that freed (size 0)
-    closed = ((k == Kind.FREE) | (k == Kind.DELETE)) & (a0 != 0)
-    closed |= resize & (a0 != 0) & ((ret != 0) | (size == 0))
+    closed = ((k == Kind.FREE) | (k == Kind.DELETE)) & (ptr_in != 0)
+    closed |= resize & (ptr_in != 0) & ((ret != 0) | (size == 0))
 
     n_open, n_close = int(opened.sum()), int(closed.sum())
     # one row per open or close: time, order within the call (close before open), pointer, size
     t = np.concatenate([ev["ts"][closed], ev["ts"][opened]])
     sub = np.concatenate([np.zeros(n_close, np.int8), np.ones(n_open, np.int8)])
     seq = np.concatenate([np.flatnonzero(closed), np.flatnonzero(opened)])
-    ptr = np.concatenate([a0[closed], ptr_out[opened]])
+    ptr = np.concatenate([ptr_in[closed], ptr_out[opened]])
     sz = np.concatenate([np.zeros(n_close, np.uint64), size[opened]]).astype(np.int64)
     is_open = sub == 1
 

@@ -22,8 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tracer.analysis.addrspace import ERRNO_MAX
-from tracer.analysis.allocmodel import requested_size
+from tracer import fields as ef
 from tracer.columns import Events
 from tracer.events import ALLOC_KINDS, Kind
 
@@ -69,28 +68,22 @@ class Blocks:
         return len(self.ptr)
 
 
-def _ok(ev: Events) -> np.ndarray:
-    r = ev["ret"]
-    return ~((r < 0) & (r >= -ERRNO_MAX))
-
-
 def blocks(ev: Events) -> Blocks:
     """The blocks of ``ev`` (one process's events from its last exec, in time order)."""
     k = np.ascontiguousarray(ev["kind"])
     ret = ev["ret"].astype(np.uint64)
-    a0 = np.ascontiguousarray(ev["a0"])
+    ptr_in = ef.blocks.pointer_in(ev)
     is_alloc = np.isin(k, np.array(sorted(ALLOC_KINDS), dtype=np.uint16))
-    memalign = k == Kind.POSIX_MEMALIGN
-    out_ptr = np.where(memalign, np.where(ev["ret"] == 0, ev["a3"], 0), ret) if memalign.any() else ret
-    size = requested_size(ev).astype(np.int64)
+    out_ptr = ef.blocks.pointer_out(ev)
+    size = ef.blocks.requested_size(ev).astype(np.int64)
     resize = (k == Kind.REALLOC) | (k == Kind.REALLOCARRAY)
     opens = np.flatnonzero(is_alloc & (out_ptr != 0))
-    closes = np.flatnonzero((((k == Kind.FREE) | (k == Kind.DELETE)) & (a0 != 0))
-                            | (resize & (a0 != 0) & ((ret != 0) | (size == 0))))
+    closes = np.flatnonzero((((k == Kind.FREE) | (k == Kind.DELETE)) & (ptr_in != 0))
+                            | (resize & (ptr_in != 0) & ((ret != 0) | (size == 0))))
     # rows: closes before opens within one call (a realloc ends the old block, then opens the new)
     seq = np.concatenate([closes, opens])
     sub = np.concatenate([np.zeros(len(closes), np.int8), np.ones(len(opens), np.int8)])
-    ptr = np.concatenate([a0[closes], out_ptr[opens]])
+    ptr = np.concatenate([ptr_in[closes], out_ptr[opens]])
     order = np.lexsort((sub, seq, ptr))
     p, s, is_open = ptr[order], seq[order], sub[order] == 1
     nxt_close = np.zeros(len(order), dtype=bool)
@@ -107,7 +100,7 @@ def blocks(ev: Events) -> Blocks:
         opened=ts[op], closed=np.where(cl >= 0, ts[np.maximum(cl, 0)], NEVER),
         open_tid=tid[op], close_tid=np.where(cl >= 0, tid[np.maximum(cl, 0)], 0),
         close_kind=np.where(cl >= 0, k[np.maximum(cl, 0)], 0).astype(np.uint16),
-        tcache_take=((k[op] == Kind.MALLOC) | (k[op] == Kind.NEW) | (resize[op] & (a0[op] == 0))),
+        tcache_take=((k[op] == Kind.MALLOC) | (k[op] == Kind.NEW) | (resize[op] & (ptr_in[op] == 0))),
         went=np.full(n, BIN, dtype=np.int8), occupied_until=np.where(cl >= 0, ts[np.maximum(cl, 0)], NEVER),
     )
     _mark_mmapped(ev, k, b, op)
@@ -116,11 +109,11 @@ def blocks(ev: Events) -> Blocks:
 
 def _mark_mmapped(ev: Events, k: np.ndarray, b: Blocks, op: np.ndarray) -> None:
     """Blocks whose chunk is a mapping made (mmap, mremap) inside their own call, on its thread."""
-    maps = np.flatnonzero(((k == Kind.MMAP) | (k == Kind.MREMAP)) & _ok(ev))
+    maps = np.flatnonzero(((k == Kind.MMAP) | (k == Kind.MREMAP)) & ef.ok(ev))
     if not len(maps) or not len(op):
         return
     start = ev["ret"][maps].astype(np.uint64)
-    length = np.where(k[maps] == Kind.MMAP, ev["a1"][maps], ev["a2"][maps]).astype(np.int64)
+    length = np.where(k[maps] == Kind.MMAP, ef.mmap.length(ev)[maps], ef.mremap.new_length(ev)[maps]).astype(np.int64)
     mts, mtid = ev["ts"][maps].astype(np.int64), ev["tid"][maps]
     by = np.lexsort((mts, start))
     start, length, mts, mtid = start[by], length[by], mts[by], mtid[by]

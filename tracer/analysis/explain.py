@@ -8,13 +8,13 @@ where a number is an estimate the evidence says so.
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from tracer import fields as ef
 from tracer.analysis import thresholds as thr
 from tracer.analysis.accounting import account, last_moment
 from tracer.analysis.accounting import model as accounting_model
@@ -26,15 +26,9 @@ from tracer.events import Kind
 from tracer.tracefile import Trace
 
 KIB = 1024
-DEFAULT_TRIM_THRESHOLD = 128 * KIB  # glibc's M_TRIM_THRESHOLD default
-DEFAULT_TOP_PAD = 128 * KIB  # M_TOP_PAD: kept at the top even when trimming
-MMAP_THRESHOLD_MAX = 32 << 20  # glibc's dynamic mmap threshold stops rising here (64-bit)
-TCACHE_MAX = 1032  # the largest request glibc's tcache holds
 REUSE_MIN = 64 * KIB  # requested bytes freed and allocated again before reuse is worth a finding
 FREE_CALL_NS = 50_000_000  # the releases of one allocator call (a malloc_trim madvises chunk after chunk)
 RELEASE_MIN = 64 * KIB  # a pinned block is worth a finding when freeing it would release this much
-M_TRIM_THRESHOLD = -1
-U64 = 1 << 64
 
 
 @dataclass
@@ -56,24 +50,6 @@ def _rel(ts: int, t0: int) -> float:
     return round((ts - t0) / 1e9, 6)
 
 
-def trim_threshold(trace: Trace, ev: Events) -> tuple[int, str]:
-    """The trim threshold in force at the end, and where it comes from."""
-    value, source = DEFAULT_TRIM_THRESHOLD, "glibc's default"
-    env = trace.meta.get("malloc_env") or {}
-    if "MALLOC_TRIM_THRESHOLD_" in env:
-        try:
-            value, source = int(env["MALLOC_TRIM_THRESHOLD_"], 0), "MALLOC_TRIM_THRESHOLD_"
-        except ValueError:
-            pass
-    m = re.search(r"glibc\.malloc\.trim_threshold=(\w+)", env.get("GLIBC_TUNABLES", ""))
-    if m:
-        value, source = int(m.group(1), 0), "GLIBC_TUNABLES"
-    opts = ev[(ev["kind"] == Kind.MALLOPT) & (ev["a0"] == np.uint64(M_TRIM_THRESHOLD % U64)) & (ev["ret"] == 1)]
-    if len(opts):
-        value, source = int(opts["a1"][-1]), "mallopt(M_TRIM_THRESHOLD)"
-    return value, source
-
-
 def explain(trace: Trace, at_ns: int | None = None, pid: int | None = None) -> list[Finding]:
     """Findings about one process (the traced main process by default), at the end or at ``at_ns``
     nanoseconds after the start of the recording."""
@@ -89,7 +65,7 @@ def explain(trace: Trace, at_ns: int | None = None, pid: int | None = None) -> l
         out.extend(rule(trace, tl, ev, family))
     if pid is None:  # forked children that gave their memory back by exiting (no timeline each)
         cols = trace.columns
-        ended = cols["pid"][(cols["kind"] == int(Kind.EXIT)) & (cols["a2"] == 1)]
+        ended = cols["pid"][(cols["kind"] == int(Kind.EXIT)) & ef.exits.last_task(cols)]
         for child in sorted(set(ended.tolist()) - {tl.pid}):
             out.extend(_exit_finding(child, state_at_exit(trace, child), tl.t0))
     return sorted(out, key=lambda f: (f.ts is None, f.ts or 0))
@@ -163,7 +139,8 @@ def _trim_releases(trace: Trace, tl: Timeline, ev: Events, family: str | None) -
         by_call = {k: int(v) for k, v in r.groupby("call")["bytes"].sum().items()}
         brk_before, brk_after = _asof(tl.breaks, "brk", t - 1), _asof(tl.breaks, "brk", end)
         kept_vsz = "madvise" in by_call and brk_before == brk_after
-        msg = (f"malloc_trim({int(call['a0'])}) at {_rel(t, tl.t0):.3f} s gave back {_kib(r['bytes'].sum())} "
+        pad = int(ef.malloc_trim.pad(call))
+        msg = (f"malloc_trim({pad}) at {_rel(t, tl.t0):.3f} s gave back {_kib(r['bytes'].sum())} "
                f"({', '.join(f'{k} {_kib(v)}' for k, v in by_call.items())})")
         msg += "; RSS fell while the break and VmSize stayed." if kept_vsz else "."
         out.append(Finding("RELEASED_BY_TRIM", msg, {
@@ -217,7 +194,7 @@ def _not_consolidated(trace: Trace, tl: Timeline, ev: Events, family: str | None
     h = acc["heap"]
     held = h["free"] - h["top"] + h.get("cached", 0)  # free below live chunks, fastbins, tcache
     trims = np.flatnonzero(kind[frees[-1]:] == Kind.MALLOC_TRIM)
-    if held < 2 * DEFAULT_TRIM_THRESHOLD or len(trims):
+    if held < 2 * thr.DEFAULT_TRIM or len(trims):
         return []
     est = acc["malloc_trim_estimate"]
     return [Finding(
@@ -267,7 +244,8 @@ def _arenas(trace: Trace, tl: Timeline, ev: Events, family: str | None) -> list[
         return []
     k = ev["kind"]
     ended = set(ev["tid"][k == Kind.EXIT].tolist())
-    alive = [int(t) for t in np.unique(ev["a0"][(k == Kind.FORK) & (ev["a2"] == 1)]).tolist() if int(t) not in ended]
+    threads = (k == Kind.FORK) & ef.forks.thread(ev)
+    alive = [int(t) for t in np.unique(ef.forks.child(ev)[threads]).tolist() if int(t) not in ended]
     who = ("kept for the threads still running" if alive else
            "kept although the threads that used them have exited (glibc reuses arenas for new threads)")
     return [Finding(
@@ -334,12 +312,12 @@ def _kept(trace: Trace, tl: Timeline, ev: Events, family: str | None) -> list[Fi
 
 def _exit(trace: Trace, tl: Timeline, ev: Events, family: str | None) -> list[Finding]:
     """RETURNED_AT_EXIT: the process gave everything back by exiting (its timeline at that moment)."""
-    ex = np.flatnonzero((ev["kind"] == int(Kind.EXIT)) & (ev["a2"] == 1))
+    ex = np.flatnonzero((ev["kind"] == int(Kind.EXIT)) & ef.exits.last_task(ev))
     if not len(ex):
         return []
     t = int(ev["ts"][ex[0]])
     last = tl.memory[tl.memory["ts"] <= t].iloc[-1]
-    code = int(ev["a0"][ex[0]]) if ev["a1"][ex[0]] else None
+    code = ef.exits.code_at(ev, int(ex[0]))
     return _exit_finding(tl.pid, ExitState(t, int(last["footprint"]), int(last["rss_anon"]), code), tl.t0)
 
 

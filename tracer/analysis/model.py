@@ -25,15 +25,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from tracer.analysis.addrspace import ERRNO_MAX, MAP_ANONYMOUS, AddressSpace
+from tracer import fields as ef
+from tracer.analysis.addrspace import AddressSpace
 from tracer.analysis.allocmodel import process_live, since_last_exec
 from tracer.columns import Events
-from tracer.decode import RELEASE_ADVICE, advice_name
+from tracer.decode import MAP_ANONYMOUS, MAP_NORESERVE, MAP_STACK, RELEASE_ADVICE, advice_name
 from tracer.events import KIND_NAMES, Kind
 from tracer.tracefile import Trace
 
-MAP_STACK = 0x20000
-MAP_NORESERVE = 0x4000
 _MAP_CALLS = np.array([Kind.MMAP, Kind.MUNMAP, Kind.MREMAP, Kind.MPROTECT], dtype=np.uint16)
 
 
@@ -49,15 +48,7 @@ class Timeline:
     live: pd.DataFrame
     memory: pd.DataFrame
     unmatched_frees: int
-
-
-def _ok(ev: Events) -> np.ndarray:
-    r = ev["ret"]
-    return ~((r < 0) & (r >= -ERRNO_MAX))
-
-
-def _page_up(n: np.ndarray, page: int) -> np.ndarray:
-    return (n.astype(np.uint64) + np.uint64(page - 1)) & ~np.uint64(page - 1)
+    page_size: int = 4096
 
 
 def _what(prot: int, anon: bool, flags: int, size: int) -> str:
@@ -112,7 +103,7 @@ def _build(trace: Trace, pid: int) -> Timeline:
         anon_ts.append(t)
         anon_bytes.append(space.anon_bytes)
     exits = ev[kind == Kind.EXIT]
-    exits = exits[exits["a2"] == 1]
+    exits = exits[ef.exits.last_task(exits)]
     gone = int(exits["ts"][0]) if len(exits) else None
     space.now, space.reason = (gone, "exit") if gone is not None else (end_ts, "still mapped")
     for r in space.regions:
@@ -129,9 +120,9 @@ def _build(trace: Trace, pid: int) -> Timeline:
     if gone is not None:
         rss_ev = rss_ev[rss_ev["ts"] <= gone]
     rss = pd.DataFrame({
-        "ts": rss_ev["ts"].astype(np.int64), "anon": rss_ev["a0"].astype(np.int64),
-        "file": rss_ev["a1"].astype(np.int64), "shmem": rss_ev["a2"].astype(np.int64),
-        "anon_high": np.maximum(rss_ev["a0"], rss_ev["a4"]).astype(np.int64),
+        "ts": rss_ev["ts"].astype(np.int64), "anon": ef.rss.anon(rss_ev).astype(np.int64),
+        "file": ef.rss.file(rss_ev).astype(np.int64), "shmem": ef.rss.shmem(rss_ev).astype(np.int64),
+        "anon_high": np.maximum(ef.rss.anon(rss_ev), ef.rss.anon_high(rss_ev)).astype(np.int64),
     })
     if snap is not None:
         first = pd.DataFrame({"ts": [t0], "anon": [snap["rss"]["anon"]], "file": [snap["rss"]["file"]],
@@ -140,15 +131,16 @@ def _build(trace: Trace, pid: int) -> Timeline:
     ls = process_live(trace, pid)
     live = pd.DataFrame({"ts": ls.ts.astype(np.int64), "live_bytes": ls.live_bytes, "live_blocks": ls.live_blocks})
     memory = _memory(breaks, anon, live, rss, t0)
-    return Timeline(pid, t0, start_brk, breaks, mp, releases, rss, live, memory, ls.unmatched_frees)
+    return Timeline(pid, t0, start_brk, breaks, mp, releases, rss, live, memory, ls.unmatched_frees, page)
 
 
 def own_events(trace: Trace, pid: int) -> tuple[Events, np.ndarray, dict | None]:
     """``pid``'s events from its last exec on, their kinds, and the attach snapshot that starts
-    them when no exec did."""
+    them when ``pid`` is the attached process and has not exec'd since."""
     ev = since_last_exec(trace.columns.where(trace.columns["pid"] == pid))
     kind = np.ascontiguousarray(ev["kind"])
-    return ev, kind, trace.meta.get("snapshot") if not (kind == int(Kind.EXEC)).any() else None
+    attached = pid == int(trace.meta.get("pid", -1)) and not (kind == int(Kind.EXEC)).any()
+    return ev, kind, trace.meta.get("snapshot") if attached else None
 
 
 def map_snapshot(space: AddressSpace, snap: dict) -> None:
@@ -163,12 +155,10 @@ def map_snapshot(space: AddressSpace, snap: dict) -> None:
 def replay_mappings(ev: Events, kind: np.ndarray, space: AddressSpace) -> Iterator[int]:
     """Apply the successful mapping calls of ``ev`` to ``space``, yielding each one's time after it."""
     calls = ev[np.isin(kind, _MAP_CALLS)]
-    calls = calls[_ok(calls)]
-    for k, t, a0, a1, a2, a3, a4, ret in zip(
-        calls["kind"].tolist(), calls["ts"].tolist(), calls["a0"].tolist(), calls["a1"].tolist(),
-        calls["a2"].tolist(), calls["a3"].tolist(), calls["a4"].tolist(), calls["ret"].tolist(), strict=True,
-    ):
-        space.apply(KIND_NAMES[k], (a0, a1, a2, a3, a4, 0), ret, t)
+    calls = calls[ef.ok(calls)]
+    for k, t, ret, *args in zip(calls["kind"].tolist(), calls["ts"].tolist(), calls["ret"].tolist(),
+                                *ef.arguments(calls, 5), strict=True):
+        space.apply(KIND_NAMES[k], (*args, 0), ret, t)
         yield t
 
 
@@ -187,7 +177,7 @@ def state_at_exit(trace: Trace, pid: int) -> ExitState | None:
     building it (a shell or a build forks hundreds of processes). None if it did not exit while
     traced."""
     ev, kind, snap = own_events(trace, pid)
-    ex = np.flatnonzero((kind == int(Kind.EXIT)) & (ev["a2"] == 1))
+    ex = np.flatnonzero((kind == int(Kind.EXIT)) & ef.exits.last_task(ev))
     if not len(ex):
         return None
     t = int(ev["ts"][ex[0]])
@@ -195,7 +185,7 @@ def state_at_exit(trace: Trace, pid: int) -> ExitState | None:
     ev, kind, end = ev[:upto], kind[:upto], int(ex[0])
     brk = ev["ret"][kind == int(Kind.BRK)].astype(np.int64)
     space = AddressSpace(int(trace.meta.get("machine", {}).get("page_size", 4096)))
-    rss = ev["a0"][kind == int(Kind.RSS)].astype(np.int64)
+    rss = ef.rss.anon(ev)[kind == int(Kind.RSS)].astype(np.int64)
     if snap is not None:
         map_snapshot(space, snap)
         brk = np.r_[int(snap["brk"]), brk] - int(snap["start_brk"])
@@ -205,8 +195,7 @@ def state_at_exit(trace: Trace, pid: int) -> ExitState | None:
     for _ in replay_mappings(ev, kind, space):
         pass
     heap = int(brk[-1]) if len(brk) else 0
-    return ExitState(t, heap + space.anon_bytes, int(rss[-1]) if len(rss) else 0,
-                     int(ev["a0"][end]) if ev["a1"][end] else None)
+    return ExitState(t, heap + space.anon_bytes, int(rss[-1]) if len(rss) else 0, ef.exits.code_at(ev, end))
 
 
 def _releases(ev: Events, kind: np.ndarray, breaks: pd.DataFrame, page: int) -> pd.DataFrame:
@@ -224,19 +213,20 @@ def _releases(ev: Events, kind: np.ndarray, breaks: pd.DataFrame, page: int) -> 
     add(breaks["ts"].to_numpy(np.int64)[shrink], breaks["tid"].to_numpy(np.int64)[shrink], "brk", None, b[shrink],
         b[shrink - 1], b[shrink - 1] - b[shrink])
     m = ev[kind == Kind.MUNMAP]
-    m = m[_ok(m)]
-    n = _page_up(m["a1"], page)
-    add(m["ts"], m["tid"], "munmap", None, m["a0"], m["a0"] + n, n)
+    m = m[ef.ok(m)]
+    n = ef.page_up(ef.munmap.length(m), page)
+    add(m["ts"], m["tid"], "munmap", None, ef.munmap.addr(m), ef.munmap.addr(m) + n, n)
     r = ev[kind == Kind.MREMAP]
-    r = r[_ok(r)]
-    old, new = _page_up(r["a1"], page), _page_up(r["a2"], page)
-    inplace = (r["ret"].astype(np.uint64) == r["a0"]) & (new < old)
+    r = r[ef.ok(r)]
+    old, new = ef.page_up(ef.mremap.old_length(r), page), ef.page_up(ef.mremap.new_length(r), page)
+    inplace = (ef.mremap.result(r).astype(np.uint64) == ef.mremap.old_addr(r)) & (new < old)
     r, old, new = r[inplace], old[inplace], new[inplace]
-    add(r["ts"], r["tid"], "mremap", None, r["a0"] + new, r["a0"] + old, old - new)
+    add(r["ts"], r["tid"], "mremap", None, ef.mremap.old_addr(r) + new, ef.mremap.old_addr(r) + old, old - new)
     a = ev[kind == Kind.MADVISE]
-    a = a[_ok(a) & np.isin(a["a2"], np.array(sorted(RELEASE_ADVICE), dtype=np.uint64))]
-    n = _page_up(a["a1"], page)
-    add(a["ts"], a["tid"], "madvise", [advice_name(int(x)) for x in a["a2"]], a["a0"], a["a0"] + n, n)
+    a = a[ef.ok(a) & np.isin(ef.madvise.advice(a), np.array(sorted(RELEASE_ADVICE), dtype=np.uint64))]
+    n = ef.page_up(ef.madvise.length(a), page)
+    add(a["ts"], a["tid"], "madvise", [advice_name(int(x)) for x in ef.madvise.advice(a)], ef.madvise.addr(a),
+        ef.madvise.addr(a) + n, n)
     names = ("ts", "tid", "call", "advice", "start", "end", "bytes")
     types = (np.int64, np.int64, object, object, np.uint64, np.uint64, np.int64)
     cols = {name: np.concatenate([np.asarray(p[i], dtype=t) for p in parts]) if parts else np.empty(0, dtype=t)
@@ -297,7 +287,7 @@ def _enclosing_allocator_call(ev: Events, rel: pd.DataFrame) -> list[str | None]
     soon = q_ts - p["ts"].astype(np.int64) < FREE_WINDOW_NS
     direct = (prev >= 0) & np.isin(p["kind"], [Kind.FREE, Kind.DELETE]) & soon
     ranged = rel["call"].isin(["munmap", "mremap"]).to_numpy()
-    ptr = p["a0"]
+    ptr = ef.free.ptr(p)
     in_range = (ptr >= rel["start"].to_numpy(np.uint64)) & (ptr < rel["end"].to_numpy(np.uint64))
     direct &= ~ranged | in_range
     return [KIND_NAMES[int(hk)] if run else KIND_NAMES[int(pk)] if d else None

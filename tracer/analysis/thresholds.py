@@ -18,18 +18,16 @@ import numpy as np
 
 from tracer.analysis.chunks import NEVER, Blocks
 from tracer.columns import Events
+from tracer.decode import M_MMAP_MAX, M_MMAP_THRESHOLD, M_TOP_PAD, M_TRIM_THRESHOLD, MALLOPT_PARAMS
 from tracer.events import Kind
+from tracer.fields import mallopt
 
 KIB = 1024
 DEFAULT_MMAP = 128 * KIB
 DEFAULT_TRIM = 128 * KIB
 DEFAULT_TOP_PAD = 128 * KIB
 MMAP_THRESHOLD_MAX = 32 << 20
-# mallopt parameters (malloc.h)
-M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -2, -3, -4
 _PARAM = {M_TRIM_THRESHOLD: "trim", M_TOP_PAD: "top_pad", M_MMAP_THRESHOLD: "mmap", M_MMAP_MAX: None}
-_PARAM_NAME = {M_TRIM_THRESHOLD: "M_TRIM_THRESHOLD", M_TOP_PAD: "M_TOP_PAD", M_MMAP_THRESHOLD: "M_MMAP_THRESHOLD",
-               M_MMAP_MAX: "M_MMAP_MAX"}
 _ENV = {"MALLOC_TRIM_THRESHOLD_": "trim", "MALLOC_TOP_PAD_": "top_pad", "MALLOC_MMAP_THRESHOLD_": "mmap",
         "MALLOC_MMAP_MAX_": None}
 _TUNABLE = {"trim_threshold": "trim", "top_pad": "top_pad", "mmap_threshold": "mmap", "mmap_max": None}
@@ -84,13 +82,12 @@ def history(ev: Events, b: Blocks, env: dict[str, str], t0: int) -> list[Thresho
     for ts, what, i in items:
         th = out[-1]
         if what == 0:
-            param = int(np.int64(ev["a0"][i]).astype(np.int32))
-            value = int(np.int64(ev["a1"][i]).astype(np.int32))
+            param, value = int(mallopt.param(ev)[i]), int(mallopt.value(ev)[i])
             if param not in _PARAM:
                 continue
             field = _PARAM[param]
             changed = {field: value} if field else {}
-            out.append(replace(th, ts=ts, **changed, source=f"mallopt({_PARAM_NAME[param]})", dynamic=False))
+            out.append(replace(th, ts=ts, **changed, source=f"mallopt({MALLOPT_PARAMS[param]})", dynamic=False))
         else:
             size = int(b.chunk[i])
             # glibc compares the size with its IS_MMAPPED bit set: a chunk of exactly 32 MiB does not count
