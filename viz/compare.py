@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from tracer.analysis.calls import segment
 from tracer.analysis.model import Timeline, build
 from tracer.tracefile import Trace, open_trace
 from tracer.units import human_bytes, human_ns
 from viz.figures import SERIES, memory_traces, span_of
-from viz.lane import segment
 from viz.page import document, esc
 from viz.reduce import step_rows
 from viz.report import key_figures, write_html

@@ -12,11 +12,12 @@ from typing import Any
 
 import numpy as np
 
+from tracer.analysis.calls import segment
 from tracer.analysis.model import Timeline
 from tracer.columns import Events
 from tracer.tracefile import Trace
 from viz.addrmap import address_map
-from viz.lane import lane_traces, segment
+from viz.lane import lane_traces
 from viz.reduce import BUCKETS, step_rows
 from viz.style import ANON, FINDING, FOOTPRINT, HEAP, LIVE, RSS, axis, rgba, seconds
 
