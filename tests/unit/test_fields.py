@@ -1,8 +1,12 @@
-"""The named fields of each event kind (tracer/fields.py) against records built field by field."""
+"""The named fields of each event kind (tracer/fields.py) against records built field by field, and
+the rule that analysis and drawing read events only through them."""
 
 from __future__ import annotations
 
+import ast
+
 import numpy as np
+from helpers import ROOT
 
 from tracer import fields as ef
 from tracer.decode import format_call
@@ -52,3 +56,15 @@ def test_allocator_fields() -> None:
     assert ef.blocks.requested_size(ev).tolist() == [100, 21, 20, 33, 33, 0]
     assert ef.blocks.pointer_out(ev).tolist()[:5] == [0x5000, 0x6000, 0x7000, 0x8000, 0]
     assert ef.blocks.pointer_in(ev).tolist()[5] == 0x6000
+
+
+def test_analysis_and_viz_read_events_through_named_fields() -> None:
+    raw = {f"a{i}" for i in range(6)}
+    found = []
+    for path in sorted([*(ROOT / "tracer" / "analysis").rglob("*.py"), *(ROOT / "tracer" / "commands").rglob("*.py"),
+                        *(ROOT / "viz").rglob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Load)
+                    and isinstance(node.slice, ast.Constant) and node.slice.value in raw):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} reads {node.slice.value}")
+    assert not found, "\n".join(found)

@@ -123,12 +123,20 @@ def test_state_at_exit_is_the_timelines(path: str) -> None:
 
 @pytest.mark.parametrize("path", sorted(p.name for p in TRACES.glob("*.trace")))
 def test_summary_mappings_are_the_timelines(path: str) -> None:
-    """The summary takes the traced process's mapped bytes from its timeline: the same as its own
-    replay of the mapping calls."""
-    from tracer.analysis.summary import process_summary, summarize
+    """The summary takes the traced process's mapped bytes from its timeline, which equal an
+    independent replay of its successful mapping calls into an address space."""
+    from tracer.analysis.addrspace import AddressSpace
+    from tracer.analysis.model import map_snapshot, own_events, replay_mappings
+    from tracer.analysis.summary import summarize
 
     t = open_trace(str(TRACES / path))
-    mine = t.columns.where(t.columns["pid"] == t.header["pid"])
-    own = process_summary(mine, int(t.meta.get("machine", {}).get("page_size", 4096)), t.meta.get("snapshot"))
-    assert summarize(t)["mmap"] == own["mmap"]
-    assert own["mmap"]["anon_bytes_peak"] >= own["mmap"]["anon_bytes_final"] >= 0
+    ev, kind, snap = own_events(t, int(t.header["pid"]))
+    space = AddressSpace(int(t.meta.get("machine", {}).get("page_size", 4096)))
+    if snap is not None:
+        map_snapshot(space, snap)
+    peak = space.anon_bytes
+    for _ in replay_mappings(ev, kind, space):
+        peak = max(peak, space.anon_bytes)
+    mapped = summarize(t)["mmap"]
+    assert mapped == {"anon_bytes_final": space.anon_bytes, "anon_bytes_peak": peak}
+    assert peak >= space.anon_bytes >= 0

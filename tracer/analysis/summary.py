@@ -6,78 +6,48 @@ from typing import Any
 
 import numpy as np
 
-from tracer.analysis.addrspace import ERRNO_MAX, AddressSpace
+from tracer import fields as ef
 from tracer.analysis.allocmodel import LiveSeries, live_series, process_live, since_last_exec
-from tracer.analysis.model import build, map_snapshot, replay_mappings
+from tracer.analysis.model import Timeline, build
 from tracer.columns import Events
-from tracer.decode import RELEASE_ADVICE, advice_name
+from tracer.decode import advice_name
 from tracer.events import ALLOCATOR_KINDS, KIND_NAMES, SYSCALL_KINDS, Kind
 from tracer.tracefile import FORMAT_VERSION, Trace
 
 
-def _ok(ev: Events) -> np.ndarray:
-    """Calls that succeeded (ret is not -errno)."""
-    r = ev["ret"]
-    return ~((r < 0) & (r >= -ERRNO_MAX))
-
-
-def process_summary(ev: Events, page_size: int, snapshot: dict | None, live: LiveSeries | None = None,
-                    mapped: tuple[int, int] | None = None) -> dict[str, Any]:
-    """brk, mmap, madvise, rss and allocator figures of one process (its events in time order;
-    ``live`` and ``mapped``, its live series (allocmodel.process_live: with the blocks a forked
-    child got from its parent) and its (peak, final) bytes of anonymous mappings, when known)."""
+def process_summary(tl: Timeline, ev: Events, live: LiveSeries | None = None) -> dict[str, Any]:
+    """brk, mmap, madvise, rss and allocator figures of one process: the break, the mapped bytes
+    and resident memory as its timeline ``tl`` has them (model.build), the calls counted from
+    ``ev`` (its events in time order) and ``live``, its live series (allocmodel.process_live: with
+    the blocks a forked child got from its parent)."""
     ev = since_last_exec(ev)
-    kind = ev["kind"]
-    brk_ev = ev[(kind == Kind.BRK)]
-    rets = brk_ev["ret"].astype(np.int64)
-    if snapshot is not None and not (kind == Kind.EXEC).any():
-        start, initial = int(snapshot["start_brk"]), int(snapshot["brk"])
-    elif len(rets):
-        start = initial = int(rets[0])
-    else:
-        start = initial = 0
-    seq = np.concatenate([[initial], rets]) if initial else rets
-    diffs = np.diff(seq) if len(seq) else np.empty(0, dtype=np.int64)
+    seq = tl.breaks["brk"].to_numpy(np.int64)
+    diffs = np.diff(seq)
     brk = {
-        "start": start,
-        "initial": initial,
+        "start": tl.start_brk,
+        "initial": int(seq[0]) if len(seq) else 0,
         "final": int(seq[-1]) if len(seq) else 0,
         "peak": int(seq.max()) if len(seq) else 0,
         "grow_calls": int((diffs > 0).sum()),
         "shrink_calls": int((diffs < 0).sum()),
     }
+    anon = tl.memory["anon_mapped"]
 
-    if mapped is None:  # (peak, final) bytes of anonymous mappings: replay the mapping calls
-        space = AddressSpace(page_size)
-        if snapshot is not None and not (kind == Kind.EXEC).any():
-            map_snapshot(space, snapshot)
-        peak = space.anon_bytes
-        for _ in replay_mappings(ev, np.ascontiguousarray(kind), space):
-            peak = max(peak, space.anon_bytes)
-        mapped = (peak, space.anon_bytes)
+    adv = ev[(ev["kind"] == Kind.MADVISE) & ef.ok(ev)]
+    lengths = ef.page_up(ef.madvise.length(adv), tl.page_size)
+    advice = ef.madvise.advice(adv)
+    by_advice = {advice_name(v): int(lengths[advice == v].sum()) for v in np.unique(advice).tolist()}
+    releases = tl.releases
+    released = int(releases["bytes"][releases["call"] == "madvise"].sum())
 
-    adv = ev[(kind == Kind.MADVISE) & _ok(ev)]
-    lengths = (adv["a1"] + np.uint64(page_size - 1)) & ~np.uint64(page_size - 1)
-    by_advice: dict[str, int] = {}
-    for value in np.unique(adv["a2"]).tolist():
-        by_advice[advice_name(value)] = int(lengths[adv["a2"] == value].sum())
-    released = int(lengths[np.isin(adv["a2"], np.array(sorted(RELEASE_ADVICE), dtype=np.uint64))].sum())
-
-    rss = ev[kind == Kind.RSS]
-    exits = np.flatnonzero((kind == Kind.EXIT) & (ev["a2"] == 1))
-    if len(exits):  # the address space is torn down after the last task exits: not the program's RSS
-        rss = rss[rss["ts"] <= ev["ts"][exits[0]]]
-    anon = rss["a0"].astype(np.int64)
-    highs = np.maximum(anon, rss["a4"].astype(np.int64))  # a4: the peak between coalesced samples
-    if snapshot is not None and not (kind == Kind.EXEC).any():
-        first = np.array([int(snapshot["rss"]["anon"])], dtype=np.int64)
-        anon, highs = np.concatenate([first, anon]), np.concatenate([first, highs])
+    rss = tl.rss  # cut at the exit of its last task: the teardown is not the program's RSS
     return {
         "alloc": alloc_summary(ev, live),
         "brk": brk,
-        "mmap": {"anon_bytes_final": mapped[1], "anon_bytes_peak": mapped[0]},
+        "mmap": {"anon_bytes_final": int(anon.iloc[-1]), "anon_bytes_peak": int(anon.max())},
         "madvise": {"released_bytes": released, "by_advice": by_advice},
-        "rss": {"anon_peak": int(highs.max()) if len(highs) else 0, "anon_final": int(anon[-1]) if len(anon) else 0},
+        "rss": {"anon_peak": int(rss["anon_high"].max()) if len(rss) else 0,
+                "anon_final": int(rss["anon"].iloc[-1]) if len(rss) else 0},
     }
 
 
@@ -108,16 +78,14 @@ def _exit_code(trace: Trace, ev: Events) -> int | None:
     meta = trace.meta
     if not meta.get("attached") and meta.get("exit_code") is not None:
         return int(meta["exit_code"])
-    ex = ev[(ev["kind"] == Kind.EXIT) & (ev["a2"] == 1) & (ev["a1"] == 1)]
-    return int(ex["a0"][-1]) if len(ex) else None
+    ex = ev[(ev["kind"] == Kind.EXIT) & ef.exits.last_task(ev) & ef.exits.code_known(ev)]
+    return int(ef.exits.code(ex)[-1]) if len(ex) else None
 
 
 def summarize(trace: Trace, all_processes: bool = False) -> dict[str, Any]:
     meta = trace.meta
     ev = trace.columns
     root = int(meta["pid"])
-    page = int(meta.get("machine", {}).get("page_size", 4096))
-    snapshot = meta.get("snapshot")
     mine = ev.where(ev["pid"] == root)
     pids = [int(p) for p in np.unique(ev["pid"]).tolist()]
     if root not in pids:
@@ -137,14 +105,13 @@ def summarize(trace: Trace, all_processes: bool = False) -> dict[str, Any]:
             "by_kind": _by_kind(counted),
         },
     }
-    anon = build(trace).memory["anon_mapped"]  # the timeline the findings use too
-    main = process_summary(mine, page, snapshot, live=process_live(trace, root),
-                           mapped=(int(anon.max()), int(anon.iloc[-1])))
+    main = process_summary(build(trace), mine, process_live(trace, root))  # the timeline the findings use too
     out.update(main)
     if all_processes:
         procs = []
         for pid in pids:
-            sub = main if pid == root else process_summary(ev[ev["pid"] == pid], page, None, process_live(trace, pid))
+            sub = main if pid == root else process_summary(build(trace, pid), ev[ev["pid"] == pid],
+                                                           process_live(trace, pid))
             procs.append({"pid": pid, **sub})
         out["brk"] = {**main["brk"]}
         out["brk"]["grow_calls"] = sum(p["brk"]["grow_calls"] for p in procs)
