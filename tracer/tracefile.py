@@ -164,8 +164,6 @@ class Trace:
         self.notes = list(notes or [])
         self._columns = events if isinstance(events, Columns) else None
         self._records = events if isinstance(events, np.ndarray) else None
-        # what readers compute from the events and others ask for again (allocmodel.process_live)
-        self.derived: dict[Any, Any] = {}
 
     @property
     def columns(self) -> Columns:

@@ -25,6 +25,7 @@ import numpy as np
 from tracer import fields as ef
 from tracer.analysis import chunks as ch
 from tracer.analysis import thresholds as thr
+from tracer.analysis.cache import cached
 from tracer.analysis.model import Timeline, build, own_events
 from tracer.decode import MADV_DONTNEED
 from tracer.events import Kind
@@ -51,9 +52,7 @@ class Model:
 def model(trace: Trace, pid: int | None = None) -> Model:
     tl = build(trace, pid)
     key = ("accounting", tl.pid)
-    if key not in trace.derived:
-        trace.derived[key] = _model(trace, tl)
-    return trace.derived[key]
+    return cached(trace, key, lambda: _model(trace, tl))
 
 
 def _tunables(env: dict[str, str]) -> tuple[bool, bool]:

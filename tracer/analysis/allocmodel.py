@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from tracer.analysis.cache import cached
 from tracer.columns import Columns, Events
 from tracer.events import ALLOC_KINDS, EVENT_DTYPE, Kind
 from tracer.fields import blocks, forks
@@ -86,12 +87,13 @@ def process_live(trace: Any, pid: int) -> LiveSeries:
     """The live series of process ``pid`` of ``trace`` (a tracefile.Trace): its events from its last
     exec on, starting with the blocks it got at its fork unless it is the traced process itself.
     Computed once per trace: the model, the summary and several findings ask for it."""
-    key = ("live", pid)
-    if key not in trace.derived:
+
+    def compute() -> LiveSeries:
         ev = since_last_exec(trace.columns.where(trace.columns["pid"] == pid))
         start = inherited(trace.columns, pid) if pid != int(trace.meta["pid"]) else None
-        trace.derived[key] = live_series(ev, start)
-    return trace.derived[key]
+        return live_series(ev, start)
+
+    return cached(trace, ("live", pid), compute)
 
 
 def live_series(ev: Events, start: Blocks | None = None) -> LiveSeries:

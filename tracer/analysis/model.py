@@ -28,6 +28,7 @@ import pandas as pd
 from tracer import fields as ef
 from tracer.analysis.addrspace import AddressSpace
 from tracer.analysis.allocmodel import process_live, since_last_exec
+from tracer.analysis.cache import cached
 from tracer.columns import Events
 from tracer.decode import MAP_ANONYMOUS, MAP_NORESERVE, MAP_STACK, RELEASE_ADVICE, advice_name
 from tracer.events import KIND_NAMES, Kind
@@ -67,9 +68,7 @@ def build(trace: Trace, pid: int | None = None) -> Timeline:
     of them derives from its frames never changes them)."""
     pid = int(trace.meta["pid"]) if pid is None else pid
     key = ("timeline", pid)
-    if key not in trace.derived:
-        trace.derived[key] = _build(trace, pid)
-    return trace.derived[key]
+    return cached(trace, key, lambda: _build(trace, pid))
 
 
 def _build(trace: Trace, pid: int) -> Timeline:
