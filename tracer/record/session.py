@@ -9,23 +9,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from tracer import __version__
-from tracer.columns import Columns
 from tracer.errors import BackendUnavailable, Exit, HeaplineError
-from tracer.events import Kind
 from tracer.record import procfs, sysinfo
 from tracer.record.backends.base import Backend, LaunchSpec, Options
+from tracer.record.drain import POLL_S, Drain, StopRule
 from tracer.record.launch import resolve
 from tracer.record.status import StatusLine
 from tracer.tracefile import TraceWriter
-
-POLL_S = 0.05
-FLUSH_S = 1.0  # a SIGKILLed recorder loses at most this much
-FLUSH_EVENTS = 1 << 13  # a poll this large goes to disk as it is (no copy into a larger batch)
-GRACE_AFTER_INTERRUPT_S = 2.0
-LIBC_TRIES = 40  # polls (2 s) spent looking for the target's C library in /proc/PID/maps
 
 
 @dataclass
@@ -174,68 +165,37 @@ def _loop(
     say: Callable[[str], None],
 ) -> Result:
     status = StatusLine(pid, enabled=not req.quiet and sys.stderr.isatty())
-    pending: list[Columns] = []
-    pending_n = 0
-    last_flush = time.monotonic()
-    libc: str | None = None
-    libc_tries = LIBC_TRIES
-    exit_code: int | None = None
-    root_gone = False
-    deadline = time.monotonic() + req.duration if req.duration else None
-    stop_reason = "exit"
+    drain = Drain(backend, writer, pid, status)
+    stop = StopRule(attached, req.duration)
     cpu_start = time.process_time()
     try:
         while True:
             time.sleep(POLL_S)
-            ev = backend.poll()
-            if len(ev):
-                pending.append(ev)
-                pending_n += len(ev)
-                status.feed(ev)
-                root_gone = root_gone or _root_exited(ev, pid)
-            if libc is None and libc_tries:  # a static program maps none: stop looking after a while
-                libc_tries -= 1
-                libc = sysinfo.target_libc(pid)
-            now = time.monotonic()
-            if pending_n and (now - last_flush >= FLUSH_S or pending_n >= FLUSH_EVENTS):
-                writer.write(Columns.concat(pending))
-                pending, pending_n, last_flush = [], 0, now
-            status.show(backend.lost)
-            if not attached:
-                exit_code = backend.exit_status()
-                if exit_code is not None:
-                    break
-            elif root_gone or not procfs.alive(pid):
+            drain.poll()
+            if stop.done(drain, interrupt.count, interrupt.at):
                 break
-            if deadline is not None and now >= deadline:
-                stop_reason = "duration"
-                break
-            if interrupt.count:
-                if attached or interrupt.count > 1 or now - interrupt.at > GRACE_AFTER_INTERRUPT_S:
-                    stop_reason = "interrupted"
-                    break
         end_ns = procfs.time_ns()
-        pending.append(backend.poll())
+        drain.take_last()
     finally:
         status.clear()
         cpu_stop = time.process_time()
         backend.stop()
         cpu_start += time.process_time() - cpu_stop  # detaching probes is not collecting
-    pending.append(backend.poll())  # what was still in flight when tracing stopped
+    drain.take_last()  # what was still in flight when tracing stopped
     lost = backend.lost()
     info = backend.info()
-    events = Columns.concat(pending)
-    if len(events):
-        writer.write(events)
+    drain.flush()
     cpu_end = time.process_time()
+    exit_code = stop.exit_code
     if not attached and exit_code is None:
         exit_code = backend.exit_status()
+    libc = drain.libc
     libc_info = sysinfo.describe_libc(libc, "target") if libc else sysinfo.describe_libc(sysinfo.host_libc(), "host")
     end = {
         "end_ns": end_ns,
         "duration_ns": end_ns - t_start,
         "exit_code": exit_code,
-        "stop_reason": stop_reason,
+        "stop_reason": stop.reason,
         "lost": {str(cpu): n for cpu, n in lost.items()},
         "lost_total": int(sum(lost.values())),
         "events_written": writer.events_written,
@@ -246,17 +206,12 @@ def _loop(
         "backend_end": info.details,
     }
     writer.close(end)
-    interrupted = stop_reason == "interrupted"
+    interrupted = stop.reason == "interrupted"
     if attached:
         code = int(Exit.INTERRUPTED) if interrupted else 0
     else:
         code = exit_code if exit_code is not None else int(Exit.INTERRUPTED)
     return Result(code, writer.events_written, end["lost_total"], backend.name, interrupted)
-
-
-def _root_exited(ev: Columns, pid: int) -> bool:
-    exits = np.flatnonzero(ev["kind"] == int(Kind.EXIT))  # an int: against an IntEnum numpy widens the array first
-    return bool(((ev["pid"][exits] == pid) & (ev["a2"][exits] == 1)).any())
 
 
 def _malloc_env(req: Request, spec: LaunchSpec | None, pid: int) -> dict[str, str]:
