@@ -166,3 +166,54 @@ def test_interrupt_attach_leaves_target_running(backend: str, tmp_path) -> None:
         assert t.complete and t.end["stop_reason"] == "interrupted"
     finally:
         prog.kill()
+
+
+def _recording(trace: str, backend: str, *command: str) -> subprocess.Popen:
+    """A recorder launching ``command``, once it says it is recording (its own session: no terminal)."""
+    rec = subprocess.Popen([*HEAPLINE, "record", "--backend", backend, "-o", trace, "--", *command], cwd=ROOT,
+                           stderr=subprocess.PIPE, text=True, start_new_session=True)
+    err = ""
+    while "recording:" not in err:
+        line = rec.stderr.readline()
+        assert line, err
+        err += line
+    return rec
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_signal_to_the_recorder_goes_to_the_launched_command(backend: str, tmp_path) -> None:
+    """SIGTERM sent to the recorder alone is passed to the command, which it keeps tracing until the
+    command exits; the recorder then exits with the command's status (strace does the same)."""
+    trace = str(tmp_path / "s.trace")
+    rec = _recording(trace, backend, "/bin/sleep", "30")
+    t0 = time.monotonic()
+    rec.send_signal(15)
+    assert rec.wait(timeout=30) == 128 + 15
+    assert time.monotonic() - t0 < 20, "the command must end with the signal, not run its 30 s"
+    t = open_trace(trace)
+    assert t.complete and t.end["stop_reason"] == "exit" and t.end["signals_forwarded"] == ["SIGTERM"]
+    assert t.end["exit_code"] == 128 + 15
+    child = int(t.header["pid"])
+    assert subprocess.run(["kill", "-0", str(child)], capture_output=True).returncode != 0, "the command must be gone"
+    ex = of_pid(t.events, child, Kind.EXIT)
+    assert len(ex) and ex["a2"][-1] == 1
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_command_that_handles_the_signal_is_traced_to_its_end(backend: str, tmp_path) -> None:
+    """A command that catches the forwarded signal goes on running, traced, and its own exit code is
+    the recorder's."""
+    trace = str(tmp_path / "h.trace")
+    script = "trap 'sleep 0.3; exit 7' TERM; while :; do sleep 0.05; done"
+    rec = _recording(trace, backend, "/bin/sh", "-c", script)
+    time.sleep(0.3)
+    sent = time.monotonic_ns()  # CLOCK_MONOTONIC, the trace's clock
+    rec.send_signal(15)
+    assert rec.wait(timeout=30) == 7
+    t = open_trace(trace)
+    assert t.end["exit_code"] == 7 and t.end["signals_forwarded"] == ["SIGTERM"]
+    ex = of_pid(t.events, int(t.header["pid"]), Kind.EXIT)
+    assert ex["a2"][-1] == 1 and ex["a0"][-1] == 7
+    assert int(ex["ts"][-1]) - sent >= 300_000_000, "the trap ran 0.3 s after the signal, traced to its exit"
+    execs = t.events[(t.events["kind"] == Kind.EXEC) & (t.events["ts"] >= sent)]
+    assert len(execs), "the trap's sleep, exec'd after the signal, is in the trace"

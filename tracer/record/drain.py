@@ -5,10 +5,17 @@ apart (or as soon as ``FLUSH_EVENTS`` are waiting), feeds the status line, notic
 process's last task exiting and finds the C library the target maps. :class:`StopRule` says when
 the recording ends: the launched command exited, the attached process is gone, ``--duration``
 passed, or the user interrupted. The session (``session.py``) starts and finishes around them.
+
+Interrupts (SIGINT, SIGTERM) are strace's way: attached, the first one stops the recording and the
+process runs on; launched, each one is passed to the command (a SIGINT typed at the terminal has
+reached it already, from the terminal) and the recording goes on until the command exits, with its
+exit status. Only the third one stops a recording whose command goes on running.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from dataclasses import dataclass, field
 
@@ -25,7 +32,7 @@ from tracer.tracefile import TraceWriter
 POLL_S = 0.05
 FLUSH_S = 1.0  # a SIGKILLed recorder loses at most this much
 FLUSH_EVENTS = 1 << 13  # a poll this large goes to disk as it is (no copy into a larger batch)
-GRACE_AFTER_INTERRUPT_S = 2.0
+STOP_AFTER_INTERRUPTS = 3  # launch mode: this many interrupts stop the recording although the command runs
 LIBC_TRIES = 40  # polls (2 s) spent looking for the target's C library in /proc/PID/maps
 
 
@@ -69,6 +76,33 @@ class Drain:
             self.writer.write(events)
 
 
+class Interrupts:
+    """The SIGINT and SIGTERM the recorder received (installed as their handler)."""
+
+    def __init__(self) -> None:
+        self.signals: list[int] = []
+        self.at = 0.0
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.signals.append(signum)
+        self.at = time.monotonic()
+
+
+def from_terminal(sig: int, pid: int) -> bool:
+    """Whether ``sig`` most likely came from the keyboard: a SIGINT while the recorder and ``pid``
+    are the terminal's foreground process group (the terminal then sent it to both)."""
+    if sig != signal.SIGINT:
+        return False
+    for fd in (0, 1, 2):
+        try:
+            if os.isatty(fd):
+                group = os.tcgetpgrp(fd)
+                return group == os.getpgrp() and group == os.getpgid(pid)
+        except OSError:
+            return False
+    return False
+
+
 @dataclass
 class StopRule:
     """When the recording ends, and why (``reason``: exit, duration or interrupted)."""
@@ -78,13 +112,16 @@ class StopRule:
     deadline: float | None = field(init=False, default=None)
     reason: str = "exit"
     exit_code: int | None = None  # the launched command's
+    forwarded: list[str] = field(default_factory=list)  # the signals passed to the command
+    _handled: int = 0
 
     def __post_init__(self) -> None:
         self.deadline = time.monotonic() + self.duration_s if self.duration_s else None
 
-    def done(self, drain: Drain, interrupts: int, interrupted_at: float) -> bool:
+    def done(self, drain: Drain, interrupts: Interrupts) -> bool:
         now = time.monotonic()
         if not self.attached:
+            self._forward(drain.pid, interrupts)
             self.exit_code = drain.backend.exit_status()
             if self.exit_code is not None:
                 return True
@@ -93,10 +130,23 @@ class StopRule:
         if self.deadline is not None and now >= self.deadline:
             self.reason = "duration"
             return True
-        if interrupts and (self.attached or interrupts > 1 or now - interrupted_at > GRACE_AFTER_INTERRUPT_S):
+        count = len(interrupts.signals)
+        if count and (self.attached or count >= STOP_AFTER_INTERRUPTS):
             self.reason = "interrupted"
             return True
         return False
+
+    def _forward(self, pid: int, interrupts: Interrupts) -> None:
+        """Pass each new interrupt to the launched command, unless the terminal sent it there too."""
+        for sig in interrupts.signals[self._handled :]:
+            if from_terminal(sig, pid):
+                continue
+            try:
+                os.kill(pid, sig)
+                self.forwarded.append(signal.Signals(sig).name)
+            except ProcessLookupError:  # it has exited already (its status is what the recording ends with)
+                pass
+        self._handled = len(interrupts.signals)
 
 
 def root_exited(ev: Columns, pid: int) -> bool:

@@ -13,7 +13,7 @@ from tracer import __version__
 from tracer.errors import BackendUnavailable, Exit, HeaplineError
 from tracer.record import procfs, sysinfo
 from tracer.record.backends.base import Backend, LaunchSpec, Options
-from tracer.record.drain import POLL_S, Drain, StopRule
+from tracer.record.drain import POLL_S, Drain, Interrupts, StopRule
 from tracer.record.launch import resolve
 from tracer.record.status import StatusLine
 from tracer.tracefile import TraceWriter
@@ -69,16 +69,6 @@ def make_backend(name: str, options: Options, ring_mb: int, say: Callable[[str],
     return backend
 
 
-class _Interrupt:
-    def __init__(self) -> None:
-        self.count = 0
-        self.at = 0.0
-
-    def __call__(self, signum: int, frame: object) -> None:
-        self.count += 1
-        self.at = time.monotonic()
-
-
 def record(req: Request, say: Callable[[str], None]) -> Result:
     if (req.command is None) == (req.pid is None):
         raise HeaplineError("give either a command to launch or --pid to attach to", Exit.USAGE)
@@ -103,7 +93,7 @@ def record(req: Request, say: Callable[[str], None]) -> Result:
 def _run(
     req: Request, spec: LaunchSpec | None, backend: Backend, writer: TraceWriter, say: Callable[[str], None]
 ) -> Result:
-    interrupt = _Interrupt()
+    interrupt = Interrupts()
     old_int = signal.signal(signal.SIGINT, interrupt)
     old_term = signal.signal(signal.SIGTERM, interrupt)
     snapshot = None
@@ -160,7 +150,7 @@ def _loop(
     attached: bool,
     backend: Backend,
     writer: TraceWriter,
-    interrupt: _Interrupt,
+    interrupt: Interrupts,
     t_start: int,
     say: Callable[[str], None],
 ) -> Result:
@@ -172,7 +162,7 @@ def _loop(
         while True:
             time.sleep(POLL_S)
             drain.poll()
-            if stop.done(drain, interrupt.count, interrupt.at):
+            if stop.done(drain, interrupt):
                 break
         end_ns = procfs.time_ns()
         drain.take_last()
@@ -196,6 +186,7 @@ def _loop(
         "duration_ns": end_ns - t_start,
         "exit_code": exit_code,
         "stop_reason": stop.reason,
+        "signals_forwarded": stop.forwarded,
         "lost": {str(cpu): n for cpu, n in lost.items()},
         "lost_total": int(sum(lost.values())),
         "events_written": writer.events_written,
