@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import time
 from typing import Any
 
@@ -91,8 +92,18 @@ def columns_from_table(table: pa.Table) -> Columns:
     return Columns(cols)
 
 
+class TraceWriteError(HeaplineError):
+    """Writing the trace failed (a full disk, a device that takes nothing); what was written stays
+    readable as a truncated trace."""
+
+    code = Exit.OUTPUT_NOT_WRITABLE
+
+
 class TraceWriter:
-    """Streams event batches to an Arrow IPC file; never loses what was already written."""
+    """Streams event batches to an Arrow IPC file; never loses what was already written.
+
+    A write that fails raises :class:`TraceWriteError` once; the writer then takes nothing more and
+    :meth:`close` only closes the file (a truncated trace, read back with ``complete: false``)."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -107,17 +118,24 @@ class TraceWriter:
         self.events_written = 0
         self.bytes_written = 0
         self.cpu_s = 0.0  # converting to Arrow, compressing and writing
+        self.failed: TraceWriteError | None = None
+        self._started = False
+
+    def _failure(self, e: OSError) -> TraceWriteError:
+        self.failed = TraceWriteError(f"cannot write the trace to {self.path}: {e.strerror or e}")
+        return self.failed
 
     @property
     def started(self) -> bool:
-        return self._writer is not None
+        """The header reached the file (from then on the file is a trace, whatever happens)."""
+        return self._started
 
     def abort(self) -> None:
-        """Nothing was recorded: remove the file."""
-        self._sink.close()
-        self._file.close()
+        """Nothing was recorded: remove the file (a regular file only: ``-o /dev/null`` stays)."""
+        self._close_file()
         try:
-            os.unlink(self.path)
+            if stat.S_ISREG(os.stat(self.path).st_mode):
+                os.unlink(self.path)
         except OSError:
             pass
 
@@ -125,32 +143,48 @@ class TraceWriter:
         header = {"format_version": FORMAT_VERSION, "schema_version": SCHEMA_VERSION, **header}
         self._schema = arrow_schema(header)
         opts = ipc.IpcWriteOptions(compression=pa.Codec("lz4", compression_level=LZ4_LEVEL), use_threads=False)
-        self._writer = ipc.new_file(self._sink, self._schema, options=opts)
+        try:
+            self._writer = ipc.new_file(self._sink, self._schema, options=opts)
+        except OSError as e:
+            raise self._failure(e) from e
+        self._started = True
 
     def write(self, events: np.ndarray | Columns) -> None:
-        if not len(events):
+        if not len(events) or self.failed is not None:
             return
         assert self._writer is not None and self._schema is not None
         t0 = time.process_time()
-        self._writer.write_batch(to_batch(events, self._schema))
+        try:
+            self._writer.write_batch(to_batch(events, self._schema))
+        except OSError as e:
+            raise self._failure(e) from e
         self.cpu_s += time.process_time() - t0
         self.events_written += len(events)
         self.bytes_written = self._sink.tell()
 
     def close(self, end: dict[str, Any]) -> None:
-        """Write the end metadata and the footer."""
-        if self._writer is None:
-            self._sink.close()
-            self._file.close()
+        """Write the end metadata and the footer (after a failed write: only close the file)."""
+        if self._writer is None or self.failed is not None:
+            self._close_file()
             return
         assert self._schema is not None
         last = to_batch(np.empty(0, dtype=EVENT_DTYPE), self._schema)
-        self._writer.write_batch(last, custom_metadata={END_KEY: json.dumps(end)})
-        self._writer.close()
-        self.bytes_written = self._sink.tell()
-        self._sink.close()
-        self._file.close()
+        try:
+            self._writer.write_batch(last, custom_metadata={END_KEY: json.dumps(end)})
+            self._writer.close()
+            self.bytes_written = self._sink.tell()
+        except OSError as e:
+            self._close_file()
+            raise self._failure(e) from e
+        self._close_file()
+
+    def _close_file(self) -> None:
         self._writer = None
+        for f in (self._sink, self._file):
+            try:
+                f.close()
+            except OSError:  # what the kernel refused was refused already
+                pass
 
 
 class Trace:

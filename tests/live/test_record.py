@@ -217,3 +217,38 @@ def test_command_that_handles_the_signal_is_traced_to_its_end(backend: str, tmp_
     assert int(ex["ts"][-1]) - sent >= 300_000_000, "the trap ran 0.3 s after the signal, traced to its exit"
     execs = t.events[(t.events["kind"] == Kind.EXEC) & (t.events["ts"] >= sent)]
     assert len(execs), "the trap's sleep, exec'd after the signal, is in the trace"
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs: a recording of a churn fills it."""
+    where = tmp_path / "small"
+    where.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(where)]).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    yield where
+    subprocess.run(["umount", str(where)])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_full_disk_stops_tracing_lets_the_command_finish(backend: str, small_disk) -> None:
+    """A full disk: one sentence, exit 73, the command runs to its end, and what was written reads
+    back as a truncated trace."""
+    trace = str(small_disk / "t.trace")
+    churn = [workload("malloc_churn"), "2000000"] if backend == "bpf" else [workload("mmap_churn"), "100000"]
+    r = run_heapline("record", "--backend", backend, "-o", trace, "--", *churn)
+    assert r.returncode == 73, r.stderr
+    assert "Traceback" not in r.stderr and "HL done" in r.stdout, "the command must run to its end"
+    line = next(x for x in r.stderr.splitlines() if "cannot write the trace" in x)
+    assert "No space left on device" in line and "the command exited with 0" in line
+    t = open_trace(trace)
+    assert not t.complete and len(t.events) > 0
+    assert int(t.events["ts"].min()) >= int(t.header["start_ns"])
+
+
+@needs_root
+def test_unwritable_device_keeps_the_device_and_the_exit_code() -> None:
+    r = run_heapline("record", "-o", "/dev/full", "--", workload("exit_code"), "3")
+    assert r.returncode == 73 and "Traceback" not in r.stderr, r.stderr
+    assert "/dev/full: No space left on device" in r.stderr and "the command exited with 3" in r.stderr
+    assert Path("/dev/full").is_char_device(), "a failed recording must not remove what -o named"

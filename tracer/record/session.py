@@ -16,7 +16,7 @@ from tracer.record.backends.base import Backend, LaunchSpec, Options
 from tracer.record.drain import POLL_S, Drain, Interrupts, StopRule
 from tracer.record.launch import resolve
 from tracer.record.status import StatusLine
-from tracer.tracefile import TraceWriter
+from tracer.tracefile import TraceWriteError, TraceWriter
 
 
 @dataclass
@@ -132,13 +132,16 @@ def _run(
             "snapshot": snapshot.to_json() if snapshot else None,
             "malloc_env": _malloc_env(req, spec, pid),
         }
-        writer.start(header)
-        for note in backend.notes:
-            say(note)
-        if not req.quiet:
-            what = "attached to" if spec is None else "launched"
-            say(f"recording: {what} pid {pid} with the {backend.name} backend")
-        return _loop(req, pid, spec is None, backend, writer, interrupt, t_start, say)
+        try:
+            writer.start(header)
+            for note in backend.notes:
+                say(note)
+            if not req.quiet:
+                what = "attached to" if spec is None else "launched"
+                say(f"recording: {what} pid {pid} with the {backend.name} backend")
+            return _loop(req, pid, spec is None, backend, writer, interrupt, t_start, say)
+        except TraceWriteError as e:
+            raise _write_failed(e, backend, writer, pid, spec is None, interrupt, t_start) from None
     finally:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
@@ -203,6 +206,25 @@ def _loop(
     else:
         code = exit_code if exit_code is not None else int(Exit.INTERRUPTED)
     return Result(code, writer.events_written, end["lost_total"], backend.name, interrupted)
+
+
+def _write_failed(e: TraceWriteError, backend: Backend, writer: TraceWriter, pid: int, attached: bool,
+                  interrupt: Interrupts, t_start: int) -> TraceWriteError:
+    """The trace could not be written on: tracing stops, what was written stays readable, and the
+    target is left alone (a launched command runs to its end, as it would have untraced)."""
+    stopped_at = (procfs.time_ns() - t_start) / 1e9
+    backend.stop()
+    writer.close({})
+    kept = f"{writer.events_written:,} events before {stopped_at:.1f} s are readable" if writer.events_written else \
+        "nothing was written"
+    if attached:
+        return TraceWriteError(f"{e.message}; tracing stopped ({kept}); pid {pid} runs on", e.code)
+    stop = StopRule(False, None)
+    drain = Drain(backend, writer, pid, StatusLine(pid, enabled=False))
+    while not stop.done(drain, interrupt):  # signals still go to the command
+        time.sleep(POLL_S)
+    status = f"exited with {stop.exit_code}" if stop.exit_code is not None else "runs on"
+    return TraceWriteError(f"{e.message}; tracing stopped ({kept}); the command {status}", e.code)
 
 
 def _malloc_env(req: Request, spec: LaunchSpec | None, pid: int) -> dict[str, str]:
