@@ -18,6 +18,7 @@ class Exit(IntEnum):
     NO_HEADERS = 13
     NO_STRACE = 14
     PID_NOT_FOUND = 20
+    NOT_PERMITTED = 21  # the kernel will not let heapline read or trace that process
     BAD_TRACE = 65
     OUTPUT_NOT_WRITABLE = 73
     NOT_EXECUTABLE = 126

@@ -9,6 +9,8 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 
+from tracer.errors import Exit, HeaplineError
+
 
 class ProcessGone(Exception):
     """The process disappeared while we were reading it."""
@@ -71,6 +73,10 @@ def _read(path: str) -> str:
             return f.read()
     except (FileNotFoundError, ProcessLookupError) as e:
         raise ProcessGone(path) from e
+    except PermissionError as e:
+        pid = path.split("/")[2]
+        raise HeaplineError(f"cannot read {path}: permission denied (pid {pid} is in another PID namespace or "
+                            "protected from inspection)", Exit.NOT_PERMITTED) from e
 
 
 def parse_maps(text: str) -> list[Mapping]:
@@ -120,8 +126,28 @@ def read_start_brk(pid: int) -> int:
 
 
 def read_cmdline(pid: int) -> list[str]:
-    raw = _read(f"/proc/{pid}/cmdline")
+    raw = _read(f"/proc/{live_task(pid)}/cmdline")
     return [a for a in raw.split("\0") if a]
+
+
+def live_task(pid: int) -> int:
+    """A task of process ``pid`` that still runs: ``pid`` itself unless its main thread has exited
+    while other threads run on (a zombie leader, whose /proc files show no memory at all: read them
+    through this task, and attach per-task probes to it)."""
+    try:
+        tasks = sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))
+    except (FileNotFoundError, ProcessLookupError) as e:
+        raise ProcessGone(f"/proc/{pid}/task") from e
+    except PermissionError:
+        return pid
+    for tid in sorted(tasks, key=lambda t: t != pid):  # the leader first
+        try:
+            stat = _read(f"/proc/{pid}/task/{tid}/stat")
+        except ProcessGone:
+            continue
+        if stat[stat.rindex(")") + 2] not in "ZX":
+            return tid
+    raise ProcessGone(f"/proc/{pid}")
 
 
 def alive(pid: int) -> bool:
@@ -131,20 +157,22 @@ def alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    # a zombie is not alive for our purposes
+    # a zombie is not alive for our purposes; a process whose main thread exited while its other
+    # threads run has a zombie leader and lives on in them
     try:
-        stat = _read(f"/proc/{pid}/stat")
+        live_task(pid)
     except ProcessGone:
         return False
-    return stat[stat.rindex(")") + 2] not in "ZX"
+    return True
 
 
 def snapshot(pid: int) -> Snapshot:
-    """Heap range, existing mappings and RSS of a running process."""
+    """Heap range, existing mappings and RSS of a running process (read through a task that runs)."""
     t0 = time_ns()
-    start_brk = read_start_brk(pid)
-    maps = read_maps(pid)
-    rss = read_rss(pid)
+    task = live_task(pid)
+    start_brk = read_start_brk(task)
+    maps = read_maps(task)
+    rss = read_rss(task)
     t1 = time_ns()
     brk = start_brk
     for m in maps:

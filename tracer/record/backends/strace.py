@@ -195,18 +195,17 @@ class StraceBackend(Backend):
         for tid in tids:
             self._parser.add_task(tid, pid)
         self._start_reader()
-        self._proc = subprocess.Popen(self._argv, stdin=subprocess.DEVNULL, process_group=0)
-        self._tracer = self._proc.pid
-        deadline = time.monotonic() + 10.0
-        while tracer_of(pid) != self._proc.pid:
-            if self._proc.poll() is not None or time.monotonic() > deadline:
-                code = self._proc.poll()
-                self.stop()
-                if not procfs.alive(pid):
-                    raise HeaplineError(f"process {pid} ended before strace attached", Exit.PID_NOT_FOUND)
-                msg = f"strace could not attach to pid {pid} (exit status {code})"
-                raise BackendUnavailable(msg, Exit.NO_STRACE)
-            time.sleep(0.005)
+        with tempfile.TemporaryFile() as said:  # what strace says if it cannot attach
+            self._proc = subprocess.Popen(self._argv, stdin=subprocess.DEVNULL, stderr=said, process_group=0)
+            self._tracer = self._proc.pid
+            deadline = time.monotonic() + 10.0
+            while tracer_of(pid) != self._proc.pid:
+                if self._proc.poll() is not None or time.monotonic() > deadline:
+                    code = self._proc.poll()
+                    self.stop()
+                    said.seek(0)
+                    raise _attach_refused(pid, code, said.read().decode(errors="replace"))
+                time.sleep(0.005)
 
     # --- reading --------------------------------------------------------------------------------------
 
@@ -424,3 +423,15 @@ class StraceBackend(Backend):
             value = getattr(self._parser, key, 0)
             details[key] = list(value) if isinstance(value, list) else value
         return BackendInfo(self.name, details)
+
+
+def _attach_refused(pid: int, code: int | None, said: str) -> HeaplineError:
+    """Why strace could not attach to ``pid``, from what it printed (its last line)."""
+    if not procfs.alive(pid):
+        return HeaplineError(f"process {pid} ended before strace attached", Exit.PID_NOT_FOUND)
+    last = next((line.strip() for line in reversed(said.splitlines()) if line.strip()), "")
+    if "Operation not permitted" in said:
+        return HeaplineError(f"the kernel does not let strace trace pid {pid} ({last}; run heapline as root or "
+                             "as the process's owner, with kernel.yama.ptrace_scope permitting it)", Exit.NOT_PERMITTED)
+    reason = f": {last}" if last else f" (exit status {code})"
+    return BackendUnavailable(f"strace could not attach to pid {pid}{reason}", Exit.NO_STRACE)

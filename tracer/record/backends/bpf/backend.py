@@ -174,20 +174,22 @@ class BpfBackend(Backend):
         return child.pid
 
     def attach(self, pid: int) -> None:
-        if not procfs.alive(pid):
-            raise HeaplineError(f"no process with pid {pid}", Exit.PID_NOT_FOUND)
-        lib = self._find_allocator(lambda: allocators.find_for_pid(pid))
+        try:
+            task = procfs.live_task(pid)  # its main thread may have exited: read and probe through a live one
+        except procfs.ProcessGone:
+            raise HeaplineError(f"no process with pid {pid}", Exit.PID_NOT_FOUND) from None
+        lib = self._find_allocator(lambda: allocators.find_for_pid(task))
         self._arm(pid, TRACE_ACTIVE)
         self._root = pid
         self._exec_seen = True  # nothing of the target runs before an exec we wait for
         if self.options.stacks:
-            self._maps = stacks.MapsWatcher(pid)
+            self._maps = stacks.MapsWatcher(task)
             self._watch_maps()
         children = procfs.descendants(pid) if self.options.follow_children else []
         for child in children:
             self._arm(child, TRACE_ACTIVE)
         if lib is not None:
-            self._probe_allocator(lib, pid)
+            self._probe_allocator(lib, task)  # per-task perf events: they fire for every thread of its mm
             if self._alloc is not None and isinstance(self._alloc.attacher, alloc.TracefsProbes):
                 for child in children:  # processes forked before the attach: their calls too
                     if self._alloc.attacher.follow(child) and self._others is not None:
