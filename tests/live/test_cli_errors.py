@@ -75,3 +75,40 @@ def test_launched_target_inherits_no_tracer_files(tmp_path) -> None:
     r = run_heapline("record", "-q", "-o", str(tmp_path / "x.trace"), "--", "ls", "/proc/self/fd")
     assert r.returncode == 0, r.stderr
     assert sorted(r.stdout.split()) == sorted(plain)
+
+
+@pytest.mark.parametrize(("args", "code", "says"), [
+    (["-p", "-5"], 2, "--pid takes a process id"),
+    (["-p", "0"], 2, "--pid takes a process id"),
+    (["--duration", "-1"], 2, "--duration takes"),
+    (["--duration", "0"], 2, "--duration takes"),
+    (["--duration", "nan"], 2, "--duration takes"),
+    (["--ring-mb", "0"], 2, "--ring-mb takes"),
+    (["--ring-mb", "-1"], 2, "--ring-mb takes"),
+    (["--html", "/nonexistent-dir-heapline/r.html"], 73, "does not exist"),
+    (["--html", "/tmp"], 73, "is a directory"),
+])
+def test_options_are_checked_before_the_target_runs(tmp_path, args: list[str], code: int, says: str) -> None:
+    marker = tmp_path / "ran"
+    trace = tmp_path / "x.trace"
+    command = [] if "-p" in args else ["--", "/bin/sh", "-c", f"touch {marker}"]
+    r = run_heapline("record", "-o", str(trace), *args, *command)
+    assert r.returncode == code and says in r.stderr and one_sentence(r.stderr), r.stderr
+    assert not marker.exists() and not trace.exists(), "nothing may run or be written before the options are checked"
+
+
+@needs_root
+@pytest.mark.skipif(shutil.which("strace") is None or shutil.which("runuser") is None, reason="needs strace, runuser")
+def test_ptrace_refused_is_said_as_such(tmp_path) -> None:
+    """Not root and not the owner: strace's attach is refused by the kernel, and heapline says so
+    (not that strace is missing)."""
+    target = subprocess.Popen(["sleep", "30"])
+    try:
+        r = subprocess.run(["runuser", "-u", "nobody", "--", *HEAPLINE, "record", "--backend", "strace",
+                            "-o", "/tmp/heapline-nobody.trace", "-p", str(target.pid)],
+                           capture_output=True, text=True, timeout=60, cwd="/tmp")
+        assert r.returncode == 21 and "does not let strace trace" in r.stderr and one_sentence(r.stderr), r.stderr
+        assert target.poll() is None
+    finally:
+        target.kill()
+        subprocess.run(["rm", "-f", "/tmp/heapline-nobody.trace"])

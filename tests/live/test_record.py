@@ -252,3 +252,23 @@ def test_unwritable_device_keeps_the_device_and_the_exit_code() -> None:
     assert r.returncode == 73 and "Traceback" not in r.stderr, r.stderr
     assert "/dev/full: No space left on device" in r.stderr and "the command exited with 3" in r.stderr
     assert Path("/dev/full").is_char_device(), "a failed recording must not remove what -o named"
+
+
+@needs_root
+def test_attach_to_a_process_whose_main_thread_exited(tmp_path) -> None:
+    """Its leader is a zombie (its /proc files show no memory): heapline attaches through the thread
+    that runs, with a snapshot of the real mappings and every allocator call of that thread."""
+    trace = str(tmp_path / "z.trace")
+    out = record_attached([workload("leader_exit"), "1000", "200"], trace)
+    rep = parse_report(out)
+    t = open_trace(trace)
+    pid, tid = int(t.header["pid"]), num(rep.all("thread")[0]["tid"])
+    snap = t.header["snapshot"]
+    assert snap["mappings"] and snap["rss"]["anon"] > 0 and snap["start_brk"] > 0
+    mine = t.events[t.events["pid"] == pid]
+    mallocs = mine[(mine["kind"] == Kind.MALLOC) & (mine["a0"] == 200)]
+    assert len(mallocs) == 1000 and set(mallocs["tid"].tolist()) == {tid}
+    assert len(mine[(mine["kind"] == Kind.FREE) & (mine["tid"] == tid)]) == 1001  # the blocks and their array
+    mm = rep.all("mmap")[0]
+    maps = mine[mine["kind"] == Kind.MMAP]
+    assert num(mm["addr"]) in maps["ret"].astype(np.uint64).tolist()
