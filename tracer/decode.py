@@ -423,6 +423,8 @@ def format_call(ev: np.void | np.ndarray) -> str:
         return f"+++ exited +++{last}"
     if kind == Kind.RSS:
         return f"--- rss anon={a[0]} file={a[1]} shmem={a[2]} swap={a[3]} ---"
+    if kind == Kind.RESIDENT:
+        return f"--- smaps {a[0]:#x}-{a[1]:#x} rss={a[2]} anon={a[3]} swap={a[4]} ---"
     if kind == Kind.MALLOC_TRIM:
         return f"malloc_trim({a[0]}) = {ret}"
     if kind == Kind.MALLOPT:

@@ -26,6 +26,9 @@ RSS        resident memory of ``pid`` in bytes: a0=anon, a1=file, a2=shmem, a3=s
            anon since the previous RSS record (0 when not known; samples are coalesced);
            aux=1 when the sample is the kernel's latest counters read at the end of a
            rate-limit interval (rss_stat is coalesced in the kernel), 0 when emitted live
+RESIDENT   one mapping of ``pid`` as /proc/PID/smaps showed it (all records of one sample share
+           ``ts``): a0=start, a1=end, a2=Rss, a3=Anonymous, a4=Swap (bytes); aux=what it is
+           (RESIDENT_* below: other, [heap], [stack], file-backed). Only mappings holding pages.
 =========  ===================================================================================
 
 Allocator calls (uprobes; one record per call, ``ts`` at entry, ``dur`` to the return):
@@ -95,6 +98,7 @@ class Kind(IntEnum):
     EXEC = 17
     EXIT = 18
     RSS = 19
+    RESIDENT = 20
     MALLOC = 32
     CALLOC = 33
     REALLOC = 34
@@ -110,6 +114,9 @@ class Kind(IntEnum):
     NEW = 44
     DELETE = 45
 
+
+#: aux of RESIDENT records: what the mapping is
+RESIDENT_OTHER, RESIDENT_HEAP, RESIDENT_STACK, RESIDENT_FILE = 0, 1, 2, 3
 
 #: The memory syscalls, in the order the summary lists them.
 SYSCALL_KINDS: tuple[Kind, ...] = (

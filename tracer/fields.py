@@ -149,6 +149,15 @@ class rss:  # noqa: N801
     at_interval = _flag("aux", "mask: the kernel's latest counters read at the end of a rate-limit interval")
 
 
+class resident:  # noqa: N801
+    start = _field("a0", "the mapping's start")
+    end = _field("a1", "its end")
+    rss = _field("a2", "its resident bytes (smaps Rss)")
+    anon = _field("a3", "its resident anonymous bytes (smaps Anonymous)")
+    swap = _field("a4", "its swapped-out bytes")
+    what = _field("aux", "RESIDENT_OTHER, RESIDENT_HEAP, RESIDENT_STACK or RESIDENT_FILE")
+
+
 # ---- allocator calls ---------------------------------------------------------------------------
 
 

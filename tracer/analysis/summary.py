@@ -12,7 +12,9 @@ from tracer.analysis.model import Timeline, build
 from tracer.columns import Events
 from tracer.decode import advice_name
 from tracer.events import ALLOCATOR_KINDS, KIND_NAMES, SYSCALL_KINDS, Kind
-from tracer.tracefile import FORMAT_VERSION, Trace
+from tracer.tracefile import Trace
+
+SUMMARY_FORMAT_VERSION = 1  # the shape of this JSON (README, "summary --json")
 
 
 def process_summary(tl: Timeline, ev: Events, live: LiveSeries | None = None) -> dict[str, Any]:
@@ -92,7 +94,7 @@ def summarize(trace: Trace, all_processes: bool = False) -> dict[str, Any]:
         pids.insert(0, root)
     counted = ev if all_processes else mine
     out: dict[str, Any] = {
-        "format_version": FORMAT_VERSION,
+        "format_version": SUMMARY_FORMAT_VERSION,
         "target": {
             "pid": root,
             "command": list(meta.get("command", [])),

@@ -2,7 +2,8 @@
 
 :class:`Drain` polls the backend, gathers what it gives into batches written at most ``FLUSH_S``
 apart (or as soon as ``FLUSH_EVENTS`` are waiting), feeds the status line, notices the traced
-process's last task exiting and finds the C library the target maps. :class:`StopRule` says when
+process's last task exiting, finds the C library the target maps and samples where its pages
+are (residency.py). :class:`StopRule` says when
 the recording ends: the launched command exited, the attached process is gone, ``--duration``
 passed, or the user interrupted. The session (``session.py``) starts and finishes around them.
 
@@ -26,6 +27,7 @@ from tracer.columns import Columns
 from tracer.events import Kind
 from tracer.record import procfs, sysinfo
 from tracer.record.backends.base import Backend
+from tracer.record.residency import ResidencySampler
 from tracer.record.status import StatusLine
 from tracer.tracefile import TraceWriter
 
@@ -39,8 +41,10 @@ LIBC_TRIES = 40  # polls (2 s) spent looking for the target's C library in /proc
 class Drain:
     """Backend -> trace file, one poll at a time."""
 
-    def __init__(self, backend: Backend, writer: TraceWriter, pid: int, status: StatusLine) -> None:
+    def __init__(self, backend: Backend, writer: TraceWriter, pid: int, status: StatusLine,
+                 residency: ResidencySampler | None = None) -> None:
         self.backend, self.writer, self.pid, self.status = backend, writer, pid, status
+        self.residency = residency
         self.pending: list[Columns] = []
         self.pending_n = 0
         self.last_flush = time.monotonic()
@@ -56,6 +60,11 @@ class Drain:
             self.pending_n += len(ev)
             self.status.feed(ev)
             self.root_gone = self.root_gone or root_exited(ev, self.pid)
+        if self.residency is not None and not self.root_gone:
+            where = self.residency.sample()
+            if len(where):
+                self.pending.append(where)
+                self.pending_n += len(where)
         if self.libc is None and self._libc_tries:  # a static program maps none: stop looking after a while
             self._libc_tries -= 1
             self.libc = sysinfo.target_libc(self.pid)

@@ -15,6 +15,7 @@ from tracer.record import procfs, sysinfo
 from tracer.record.backends.base import Backend, LaunchSpec, Options
 from tracer.record.drain import POLL_S, Drain, Interrupts, StopRule
 from tracer.record.launch import resolve
+from tracer.record.residency import ResidencySampler
 from tracer.record.status import StatusLine
 from tracer.tracefile import TraceWriteError, TraceWriter
 
@@ -158,7 +159,7 @@ def _loop(
     say: Callable[[str], None],
 ) -> Result:
     status = StatusLine(pid, enabled=not req.quiet and sys.stderr.isatty())
-    drain = Drain(backend, writer, pid, status)
+    drain = Drain(backend, writer, pid, status, ResidencySampler(pid))
     stop = StopRule(attached, req.duration)
     cpu_start = time.process_time()
     try:
@@ -190,6 +191,7 @@ def _loop(
         "exit_code": exit_code,
         "stop_reason": stop.reason,
         "signals_forwarded": stop.forwarded,
+        "residency_samples": drain.residency.samples if drain.residency else 0,
         "lost": {str(cpu): n for cpu, n in lost.items()},
         "lost_total": int(sum(lost.values())),
         "events_written": writer.events_written,
