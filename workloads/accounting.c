@@ -16,6 +16,11 @@
  *   HL mark name=<name> ts=<CLOCK_MONOTONIC ns> arena= ordblks= smblks= hblks= hblkhd= fsmblks=
  *      uordblks= fordblks= keepcost= sbrk=0x<hex> rss_anon=<bytes>
  * and where a block went: HL where name=<name> ptr=0x<hex> size=<n> heap=<1 if below sbrk(0)>
+ * With HL_SETTLE_MS=<ms> in the environment, each mark is followed by what /proc/self/smaps says
+ * (read right after mallinfo2, nothing allocated in between) and then a sleep of that long, so that
+ * a recorder's residency sample sees the same state:
+ *   HL resident name=<name> heap=<[heap] Anonymous> stack=<[stack] Anonymous> total=<all Anonymous>
+ *   HL vma name=<mark> of=<block named by where, still live> start=0x<hex> anon=<its mapping's Anonymous>
  * The marks' times are on the clock heapline's events use, so a test asks for the accounting there.
  */
 #include "report.h"
@@ -33,14 +38,78 @@ static long long now_ns(void)
     return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
 }
 
+static char smaps[1 << 20];
+static struct { const char *name; void *p; } named[16];
+static int n_named;
+
+/* The Anonymous bytes of the mapping holding addr (addr 0: the sum of all; heap/stack: by name). */
+static long smaps_anon(unsigned long addr, const char *path, unsigned long *start)
+{
+    long total = 0, anon = -1;
+    int mine = 0;
+    for (char *line = smaps; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
+        unsigned long lo, hi;
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, ':') > strchr(line, ' ')) {
+            char *nl = strchr(line, '\n');
+            char *name = nl ? nl : line + strlen(line);
+            while (name > line && name[-1] != ' ')
+                name--;
+            mine = path ? (nl && (size_t)(nl - name) == strlen(path) && !strncmp(name, path, strlen(path)))
+                        : (addr >= lo && addr < hi);
+            if (mine && start)
+                *start = lo;
+        } else if (!strncmp(line, "Anonymous:", 10)) {
+            long kb = strtol(line + 10, NULL, 10) * 1024L;
+            total += kb;
+            if (mine)
+                anon = (anon < 0 ? 0 : anon) + kb;
+        }
+    }
+    return (path || addr) ? (anon < 0 ? 0 : anon) : total;
+}
+
+static void read_smaps(void)
+{
+    int fd = open("/proc/self/smaps", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        hl_die("open smaps");
+    size_t off = 0;
+    ssize_t n;
+    while ((n = read(fd, smaps + off, sizeof smaps - 1 - off)) > 0)
+        off += (size_t)n;
+    close(fd);
+    smaps[off] = '\0';
+}
+
 static void mark(const char *name)
 {
     struct mallinfo2 m = mallinfo2();
     long long ts = now_ns();
+    const char *settle = getenv("HL_SETTLE_MS");
+    if (settle)
+        read_smaps();
     hl_line("HL mark name=%s ts=%lld arena=%zu ordblks=%zu smblks=%zu hblks=%zu hblkhd=%zu fsmblks=%zu "
             "uordblks=%zu fordblks=%zu keepcost=%zu sbrk=0x%lx rss_anon=%ld",
             name, ts, m.arena, m.ordblks, m.smblks, m.hblks, m.hblkhd, m.fsmblks, m.uordblks, m.fordblks,
             m.keepcost, HL_PTR(sbrk(0)), hl_rss_anon());
+    if (!settle)
+        return;
+    hl_line("HL resident name=%s heap=%ld stack=%ld total=%ld", name, smaps_anon(0, "[heap]", NULL),
+            smaps_anon(0, "[stack]", NULL), smaps_anon(0, NULL, NULL));
+    for (int i = 0; i < n_named; i++) {
+        unsigned long start = 0;
+        long anon = smaps_anon(HL_PTR(named[i].p), NULL, &start);
+        hl_line("HL vma name=%s of=%s start=0x%lx anon=%ld", name, named[i].name, start, anon);
+    }
+    usleep((useconds_t)atoi(settle) * 1000);
+}
+
+/* Forget a block named by where() before it is freed. */
+static void forget(void *p)
+{
+    for (int i = 0; i < n_named; i++)
+        if (named[i].p == p)
+            named[i] = named[--n_named];
 }
 
 static void *block(size_t n)
@@ -56,6 +125,8 @@ static void where(const char *name, void *p, size_t n)
 {
     hl_line("HL where name=%s ptr=0x%lx size=%zu heap=%d", name, HL_PTR(p), n,
             (char *)p < (char *)sbrk(0) ? 1 : 0);
+    if (n_named < 16)
+        named[n_named++] = (typeof(named[0])){name, p};
 }
 
 static void frag(void)
@@ -112,6 +183,7 @@ static void thresholds(void)
     void *a = block(mib);
     where("first_1mib", a, mib);
     mark("first_1mib");
+    forget(a);
     free(a); /* an mmapped chunk of at most 32 MiB: the mmap threshold rises to its size */
     mark("first_1mib_freed");
     void *b = block(mib);
@@ -119,12 +191,15 @@ static void thresholds(void)
     mark("second_1mib");
     void *c = block(40 * mib);
     where("forty_mib", c, 40 * mib);
+    forget(c);
     free(c); /* past 32 MiB: no rise */
     mark("forty_mib_freed");
     void *d = block(2 * mib);
     where("two_mib", d, 2 * mib);
     mark("two_mib");
+    forget(d);
     free(d);
+    forget(b);
     free(b);
     mark("all_freed");
 }

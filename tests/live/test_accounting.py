@@ -131,3 +131,38 @@ def test_a_phase_of_memory_kept_after_free_ends_with_the_trim(tmp_path) -> None:
     assert ev["from_s"] <= (int(marks["all_freed"]["ts"]) - t0) / 1e9
     assert (int(marks["all_freed"]["ts"]) - t0) / 1e9 <= ev["to_s"] <= (int(marks["trimmed"]["ts"]) - t0) / 1e9
     assert ev["ended"].startswith("malloc_trim from")
+
+
+SETTLE_MS = 600  # the workload holds each marked state this long: the recorder samples smaps every 0.25 s
+
+
+@pytest.mark.parametrize("mode", ["thresholds", "frag", "threads"])
+def test_resident_memory_by_cause_equals_smaps(tmp_path, mode: str) -> None:
+    """Where resident memory is, against what the workload read from its own /proc/self/smaps at
+    each mark (then held still): the [heap] mapping's and the main stack's Anonymous bytes exactly,
+    every mmapped chunk resident in full where its mapping says so, and the parts summing to the
+    sample, which equals the workload's own total (from its second mark on: its first read of smaps
+    touches the buffer it reads into and deepens its stack)."""
+    trace, rep = record(tmp_path, mode, {"HL_SETTLE_MS": str(SETTLE_MS)})
+    truth = {r["name"]: r for r in rep.all("resident")}
+    vmas = rep.all("vma")
+    marks = rep.all("mark")
+    for i, mark in enumerate(marks):
+        a = account(trace, int(mark["ts"]) + (SETTLE_MS - 50) * 1_000_000)
+        r, w = a["resident"], truth[mark["name"]]
+        assert r["sampled_at_s"] is not None, mark["name"]
+        sampled_ns = trace.meta["start_ns"] + r["sampled_at_s"] * 1e9
+        assert int(mark["ts"]) < sampled_ns, "the sample must be of the marked state"
+        assert r["heap"] == int(w["heap"]), mark["name"]
+        if mode != "threads" and i:
+            assert r["stacks"] == int(w["stack"]), mark["name"]
+        assert r["stacks"] >= int(w["stack"]), mark["name"]
+        assert sum(r[c] for c in ("heap", "arenas", "mmapped_chunks", "stacks", "other")) == r["sampled_anon"]
+        if i:
+            assert r["sampled_anon"] == int(w["total"]), mark["name"]
+        chunks = a["mmapped_chunks"]["bytes"]
+        assert r["mmapped_chunks"] == chunks, mark["name"]
+        held = [int(v["anon"]) for v in vmas if v["name"] == mark["name"] and v["of"] != "second_1mib"]
+        assert chunks <= sum(held) or not chunks, mark["name"]
+        if mode == "threads" and a["arenas"]["count"]:
+            assert 0 < r["arenas"] <= a["arenas"]["committed"], mark["name"]

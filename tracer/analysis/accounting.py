@@ -27,6 +27,7 @@ from tracer.analysis import chunks as ch
 from tracer.analysis import thresholds as thr
 from tracer.analysis.cache import cached
 from tracer.analysis.model import Timeline, build, own_events
+from tracer.analysis.residency import resident
 from tracer.decode import MADV_DONTNEED
 from tracer.events import Kind
 from tracer.tracefile import Trace
@@ -206,8 +207,20 @@ def account(trace: Trace, ts: int, pid: int | None = None) -> dict[str, Any]:
     b = m.blocks
     mm = b.mmapped & (b.opened <= ts) & (b.closed > ts)
     th = thr.at(m.thresholds, ts)
-    trim = (_trim_pages(main, m.page, True) if main else 0) + sum(_trim_pages(a, m.page, False) for a in arenas)
     rss = _asof(tl.rss, "anon", ts, 0) if len(tl.rss) else None
+
+    def chunk_ranges(t: int) -> tuple[np.ndarray, np.ndarray]:
+        live = b.mmapped & (b.opened <= t) & (b.closed > t)
+        start = (b.ptr[live].astype(np.int64) - ch.HEADER) & ~(m.page - 1)
+        return start, start + b.chunk[live]
+
+    res = resident(trace, tl, ts, m.heaps, HEAP_MAX, chunk_ranges, rss)
+    # malloc_trim gives back only pages that are resident: no more than the sample found there
+    trim_main = _trim_pages(main, m.page, True) if main else 0
+    trim_arenas = sum(_trim_pages(a, m.page, False) for a in arenas)
+    if res["heap"] is not None:
+        trim_main, trim_arenas = min(trim_main, res["heap"]), min(trim_arenas, res["arenas"])
+    trim = trim_main + trim_arenas
     heap = _public(main) or {"start": tl.start_brk, "size": max(brk - tl.start_brk, 0), "in_use": 0,
                              "free": max(brk - tl.start_brk, 0), "top": max(brk - tl.start_brk, 0)}
     return {
@@ -226,7 +239,7 @@ def account(trace: Trace, ts: int, pid: int | None = None) -> dict[str, Any]:
                            "live_requested": int(b.size[mm].sum())},
         "thresholds": th.to_json(),
         "malloc_trim_estimate": trim,
-        "resident": {"anon": rss},
+        "resident": res,
     }
 
 

@@ -119,8 +119,13 @@ def print_accounting(a: dict[str, Any], console: Console) -> None:
     console.print(f"  thresholds: mmap {b(th['mmap'])}, trim {b(th['trim'])}, top pad {b(th['top_pad'])} "
                   f"({th['source']})", markup=False, soft_wrap=True)
     console.print(f"  malloc_trim(0) would give back about {b(a['malloc_trim_estimate'])}", markup=False)
-    if a["resident"].get("anon") is not None:
-        console.print(f"  resident anonymous memory (RssAnon): {b(a['resident']['anon'])}", markup=False)
+    r = a["resident"]
+    if r.get("anon") is not None:
+        console.print(f"  resident anonymous memory (RssAnon): {b(r['anon'])}", markup=False)
+    if r.get("sampled_at_s") is not None:
+        parts = ", ".join(f"{k.replace('_', ' ')} {b(r[k])}" for k in ("heap", "arenas", "mmapped_chunks", "stacks",
+                                                                        "other"))
+        console.print(f"  where it is (smaps at {r['sampled_at_s']:.3f} s): {parts}", markup=False)
 
 
 def print_findings(findings: list[dict[str, Any]], console: Console, root: int) -> None:
