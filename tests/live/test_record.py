@@ -272,3 +272,21 @@ def test_attach_to_a_process_whose_main_thread_exited(tmp_path) -> None:
     mm = rep.all("mmap")[0]
     maps = mine[mine["kind"] == Kind.MMAP]
     assert num(mm["addr"]) in maps["ret"].astype(np.uint64).tolist()
+
+
+@needs_root
+def test_madvise_advice_that_frees_nothing_is_not_given_back(tmp_path) -> None:
+    """MADV_DONTFORK (node marks hundreds of MiB so) changes no page: it is listed apart, never as
+    memory given back; MADV_DONTNEED of the same range is."""
+    trace = str(tmp_path / "adv.trace")
+    code = ("import mmap; m = mmap.mmap(-1, 1 << 20); m.write(b'x' * (1 << 20)); m.madvise(mmap.MADV_DONTFORK); "
+            "m.madvise(mmap.MADV_DONTNEED, 0, 1 << 19)")
+    r = run_heapline("record", "-q", "--no-alloc", "-o", trace, "--", "python3", "-c", code)
+    assert r.returncode == 0, r.stderr
+    s = summary_json(trace)
+    assert s["madvise"]["by_advice"]["MADV_DONTFORK"] == 1 << 20
+    assert s["madvise"]["released_bytes"] == s["madvise"]["by_advice"]["MADV_DONTNEED"] >= 1 << 19
+    text = " ".join(run_heapline("summary", trace).stdout.split())
+    assert "advice that frees nothing: MADV_DONTFORK 1.0 MiB" in text
+    given = text.split("given back", 1)[1].split(";", 1)[0]
+    assert "DONTFORK" not in given

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tracer.analysis.explain import condensed
+from tracer.decode import RELEASE_ADVICE, advice_value
 from tracer.units import human_bytes
 
 
@@ -56,8 +57,14 @@ def print_summary(s: dict[str, Any], console: Console) -> None:
 
     m = s["madvise"]
     if m["by_advice"]:
-        parts = ", ".join(f"{k} {human_bytes(v)}" for k, v in m["by_advice"].items())
-        console.print(f"madvise: {human_bytes(m['released_bytes'])} given back ({parts})")
+        released = {k: v for k, v in m["by_advice"].items() if advice_value(k) in RELEASE_ADVICE}
+        kept = {k: v for k, v in m["by_advice"].items() if k not in released}
+        line = f"madvise: {human_bytes(m['released_bytes'])} given back"
+        if released:
+            line += f" ({', '.join(f'{k} {human_bytes(v)}' for k, v in released.items())})"
+        if kept:  # MADV_DONTFORK, MADV_HUGEPAGE...: advice about pages, not a release
+            line += f"; advice that frees nothing: {', '.join(f'{k} {human_bytes(v)}' for k, v in kept.items())}"
+        console.print(line, markup=False)
     else:
         console.print("madvise: none")
 
