@@ -290,3 +290,41 @@ def test_madvise_advice_that_frees_nothing_is_not_given_back(tmp_path) -> None:
     assert "advice that frees nothing: MADV_DONTFORK 1.0 MiB" in text
     given = text.split("given back", 1)[1].split(";", 1)[0]
     assert "DONTFORK" not in given
+
+
+@needs_root
+def test_memory_given_back_while_running_by_path(tmp_path) -> None:
+    """GIVEN_BACK_WHILE_RUNNING against what workloads/phases did and printed: free() trimmed the
+    heap by the break it reported, and the program's own sbrk, madvise and munmap calls outside the
+    allocator gave back exactly their lengths."""
+    trace = str(tmp_path / "p.trace")
+    r = run_heapline("record", "-q", "-o", trace, "--", workload("phases"))
+    assert r.returncode == 0, r.stderr
+    rep = parse_report(r.stdout)
+    (f,) = [f for f in summary_json(trace)["findings"] if f["code"] == "GIVEN_BACK_WHILE_RUNNING"]
+    by = f["evidence"]["by"]
+    assert by["free"]["bytes_by_call"] == {"brk": rep.brk("alloc") - rep.brk("free")}
+    own = by["program"]["bytes_by_call"]
+    assert own["brk"] == rep.brk("sbrk-grow") - rep.brk("sbrk-shrink")
+    assert own["madvise"] == sum(num(m["len"]) for m in rep.all("madvise"))
+    mine = sum(num(m["len"]) for m in rep.all("munmap"))
+    assert own["munmap"] >= mine and by["program"]["calls"]["munmap"] >= len(rep.all("munmap"))
+    assert f["evidence"]["bytes"] == sum(p["bytes"] for p in by.values())
+
+
+@needs_root
+def test_a_child_holding_most_memory_is_named(tmp_path) -> None:
+    """A shell whose child holds 50 MiB: the child's pid and a peak at least what the child read in
+    its own /proc/self/status."""
+    trace = str(tmp_path / "c.trace")
+    code = ("import os; x = bytearray(50 << 20); x[::4096] = b'y' * len(x[::4096]); "
+            "print('HL child pid=%d' % os.getpid()); "
+            "print('HL status rss=%d' % (int([l for l in open('/proc/self/status') if l.startswith('RssAnon')][0]"
+            ".split()[1]) * 1024)); import time; time.sleep(0.3)")
+    r = run_heapline("record", "-q", "--no-alloc", "-o", trace, "--", "/bin/sh", "-c", f'python3 -c "{code}"; true')
+    assert r.returncode == 0, r.stderr
+    rep = parse_report(r.stdout)
+    child, rss = num(rep.all("child")[0]["pid"]), num(rep.all("status")[0]["rss"])
+    (f,) = [f for f in summary_json(trace)["findings"] if f["code"] == "CHILD_HOLDS_MOST"]
+    assert f["evidence"]["pid"] == child and f["evidence"]["rss_anon_peak"] >= rss >= 50 << 20
+    assert f["evidence"]["traced_rss_anon_peak"] < rss

@@ -8,7 +8,6 @@ where a number is an estimate the evidence says so.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -19,35 +18,19 @@ from tracer.analysis import thresholds as thr
 from tracer.analysis.accounting import account, last_moment
 from tracer.analysis.accounting import model as accounting_model
 from tracer.analysis.chunks import CONSOLIDATE_FREE, MINSIZE
+from tracer.analysis.finding import KIB, Finding
+from tracer.analysis.finding import kib as _kib
+from tracer.analysis.finding import rel_s as _rel
+from tracer.analysis.gaveback import child_holds_most, given_back
 from tracer.analysis.model import ExitState, Timeline, build, state_at_exit
 from tracer.analysis.phases import phases
 from tracer.columns import Events
 from tracer.events import Kind
 from tracer.tracefile import Trace
 
-KIB = 1024
 REUSE_MIN = 64 * KIB  # requested bytes freed and allocated again before reuse is worth a finding
 FREE_CALL_NS = 50_000_000  # the releases of one allocator call (a malloc_trim madvises chunk after chunk)
 RELEASE_MIN = 64 * KIB  # a pinned block is worth a finding when freeing it would release this much
-
-
-@dataclass
-class Finding:
-    code: str
-    message: str
-    evidence: dict[str, Any] = field(default_factory=dict)
-    ts: int | None = None  # absolute ns of the moment it is about
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _kib(n: float) -> str:
-    return f"{n / KIB:,.0f} KiB" if n < 10 << 20 else f"{n / (1 << 20):,.1f} MiB"
-
-
-def _rel(ts: int, t0: int) -> float:
-    return round((ts - t0) / 1e9, 6)
 
 
 def explain(trace: Trace, at_ns: int | None = None, pid: int | None = None) -> list[Finding]:
@@ -61,8 +44,11 @@ def explain(trace: Trace, at_ns: int | None = None, pid: int | None = None) -> l
     ev = trace.columns.where(trace.columns["pid"] == tl.pid)
     family = ((trace.meta.get("backend") or {}).get("allocator") or {}).get("family")
     out: list[Finding] = []
-    for rule in (_trim_releases, _mmap_chunks, _heap_top, _not_consolidated, _reused, _arenas, _decay, _kept, _exit):
+    for rule in (_trim_releases, _mmap_chunks, _heap_top, _not_consolidated, _reused, _arenas, _decay, _kept,
+                 given_back, _exit):
         out.extend(rule(trace, tl, ev, family))
+    if pid is None:  # the traced process: its children, who may hold more than it
+        out.extend(child_holds_most(trace, tl))
     if pid is None:  # forked children that gave their memory back by exiting (no timeline each)
         cols = trace.columns
         ended = cols["pid"][(cols["kind"] == int(Kind.EXIT)) & ef.exits.last_task(cols)]
