@@ -215,27 +215,15 @@ static __always_inline int alloc_direct(struct pt_regs *ctx, int slot, u16 kind,
     return 0;
 }
 
-// What each probed instruction is, found by its address: sites[group * 4096 + (address & 0xfff)]
-// (a library is loaded at a page boundary, so the low 12 bits of a site's address are those of
-// its ELF address). tracer/record/backends/bpf/alloc.py fills it, spreading the sites over groups so that
-// no two in a group share their low bits; each group is one tracefs event with one program.
-// A site's flags: how many argument registers it reads, whether they are ints to sign-extend
-// (mallopt), and whether its record is written at entry (free, operator delete).
-#define SITE_NARGS 3
-#define SITE_INT 4
-#define SITE_DIRECT 8
-struct site {
-    u16 kind;  // 0: not a probed instruction
-    u16 aux;
-    u8 slot;
-    u8 flags;
-    u16 pad;
-};
-#define SITE_GROUPS 4  // tracer/record/backends/bpf/alloc.py SITE_GROUPS
-BPF_ARRAY(sites, struct site, SITE_GROUPS * 4096);
+// What each probed instruction is (struct site, heapline.h), found by its address:
+// sites[group * SITE_KEYS + (address & (SITE_KEYS - 1))] (a library is loaded at a page boundary,
+// so the low 12 bits of a site's address are those of its ELF address).
+// tracer/record/backends/bpf/alloc.py fills it, spreading the sites over groups so that no two in a
+// group share their low bits; each group is one tracefs event with one program.
+BPF_ARRAY(sites, struct site, SITE_GROUPS * SITE_KEYS);
 
 static __always_inline int site_enter(struct pt_regs *ctx, u32 group) {
-    u32 key = group * 4096 + (PT_REGS_IP(ctx) & 0xfff);
+    u32 key = group * SITE_KEYS + (PT_REGS_IP(ctx) & (SITE_KEYS - 1));
     struct site *s = sites.lookup(&key);
     if (!s || !s->kind)
         return 0;
@@ -254,6 +242,7 @@ static __always_inline int site_enter(struct pt_regs *ctx, u32 group) {
 }
 
 // the entry program of each group, and the one return program (the call in flight says what returns)
+_Static_assert(SITE_GROUPS == 4, "one alloc_enter_g<N> below for each of the SITE_GROUPS groups");
 int alloc_enter_g0(struct pt_regs *ctx) { return site_enter(ctx, 0); }
 int alloc_enter_g1(struct pt_regs *ctx) { return site_enter(ctx, 1); }
 int alloc_enter_g2(struct pt_regs *ctx) { return site_enter(ctx, 2); }

@@ -1,11 +1,15 @@
 // heapline: what every probe shares: the rings, the traced set, the loss counters.
 //
 // Compiled by bcc, followed by syscalls.bpf.c and (when allocator calls are traced) alloc.bpf.c.
-// The Python side defines:
+// The Python side defines every value heapline.h lists (tracer/record/backends/bpf/abi.py), and
+// these options of a recording (tracer/record/backends/bpf/backend.py):
 //   RINGBUF_PAGES     size of the event ring buffer in pages (power of two)
 //   SPARE_PAGES       size of the spare ring (power of two)
 //   RSS_INTERVAL_NS   at most one RSS record per address space per this interval
 //   FOLLOW_CHILDREN   1 to trace fork()ed children too
+//   ALLOC_RING_PAGES  size of the allocator batches' ring (power of two)
+//   BATCH_AGE_NS      a batch older than this is sent at its CPU's next record
+//   STACKS            when set: allocation stacks are kept, up to this many
 //
 // Each record is a fixed-size struct event (mirrors tracer/events.py EVENT_DTYPE), submitted
 // without waking the consumer; user space drains the rings on a timer.
@@ -21,7 +25,8 @@ BPF_RINGBUF_OUTPUT(spare, SPARE_PAGES);
 // tgid -> TRACE_ACTIVE, or TRACE_PENDING_EXEC for a launched child held before execve
 BPF_HASH(traced, u32, u8, 65536);
 // events that could not be recorded, per CPU and per reason (LOST_* in heapline.h), and SPARE_USED
-BPF_PERCPU_ARRAY(lost, u64, LOST_REASONS);
+// and BATCH_BUSY
+BPF_PERCPU_ARRAY(lost, u64, LOST_COUNTERS);
 
 static __always_inline void count_lost(int reason) {
     u64 *n = lost.lookup(&reason);

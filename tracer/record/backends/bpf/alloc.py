@@ -14,6 +14,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tracer.events import Kind
+from tracer.record.backends.bpf.abi import (
+    NEW_ALIGNED,
+    NEW_ARRAY,
+    SITE_DIRECT,
+    SITE_GROUPS,
+    SITE_INT,
+    SITE_KEYS,
+    SLOT_FUNCTIONS,
+    Site,
+)
 from tracer.record.backends.bpf.allocators import AllocatorLib
 from tracer.record.backends.bpf.probesites import ProbeSite, choose_sites
 from tracer.record.backends.bpf.uprobes import Probe, UprobeError, Uprobes
@@ -59,18 +69,10 @@ FUNCTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
 #: functions whose record is written at entry (no return value to wait for)
 NO_RETURN = {"free", "op_delete", "op_delete_array", "op_delete_sized", "op_delete_array_sized"}
 #: the slot of each BPF function in alloc.bpf.c (its CALL/DIRECT slot argument)
-SLOTS = {
-    fn: i
-    for i, fn in enumerate(
-        ["malloc", "calloc", "realloc", "reallocarray", "posix_memalign", "aligned_alloc", "memalign", "valloc",
-         "pvalloc", "malloc_trim", "mallopt", "op_new", "op_new_array", "op_new_aligned", "op_new_array_aligned",
-         "free", "op_delete", "op_delete_array", "op_delete_sized", "op_delete_array_sized"]
-    )
-}
+SLOTS = {fn: i for i, fn in enumerate(SLOT_FUNCTIONS)}
 
 
-#: what alloc.bpf.c records for each: kind, aux bits, arguments are ints (mirrors probes/heapline.h)
-NEW_ARRAY, NEW_ALIGNED = 1, 2
+#: what alloc.bpf.c records for each: kind, aux bits, arguments are ints
 SPECS: dict[str, tuple[Kind, int, bool]] = {
     "malloc": (Kind.MALLOC, 0, False),
     "calloc": (Kind.CALLOC, 0, False),
@@ -93,15 +95,6 @@ SPECS: dict[str, tuple[Kind, int, bool]] = {
     "op_delete_sized": (Kind.DELETE, 0, False),
     "op_delete_array_sized": (Kind.DELETE, NEW_ARRAY, False),
 }
-SITE_GROUPS = 4  # probes/alloc.bpf.c SITE_GROUPS
-SITE_INT, SITE_DIRECT = 4, 8
-
-
-class Site(ct.Structure):
-    """probes/alloc.bpf.c ``struct site``."""
-
-    _fields_ = [("kind", ct.c_uint16), ("aux", ct.c_uint16), ("slot", ct.c_uint8), ("flags", ct.c_uint8),
-                ("pad", ct.c_uint16)]
 
 
 class ProbeRefused(Exception):
@@ -300,7 +293,7 @@ def attach(bpf: Any, lib: AllocatorLib, pid: int, probes: Attacher) -> Attached:
         kind, aux, ints = SPECS[fn]
         bpf["site_shift"][ct.c_int(SLOTS[fn])] = ct.c_uint64(site.stack_shift or 0)
         flags = len(FUNCTIONS[site.function][1]) | (SITE_INT if ints else 0) | (SITE_DIRECT if fn in NO_RETURN else 0)
-        table[ct.c_int(group * 4096 + _low_bits(site))] = Site(int(kind), aux, SLOTS[fn], flags, 0)
+        table[ct.c_int(group * SITE_KEYS + _low_bits(site))] = Site(int(kind), aux, SLOTS[fn], flags, 0)
     try:
         # the return probes first (an entry without its return would leave a call in flight). A
         # return probe takes over the return address, which is still on top of the stack at the
@@ -319,7 +312,7 @@ def attach(bpf: Any, lib: AllocatorLib, pid: int, probes: Attacher) -> Attached:
 
 
 def _low_bits(site: ProbeSite) -> int:
-    return (site.address + site.offset) & 0xFFF
+    return (site.address + site.offset) & (SITE_KEYS - 1)
 
 
 def _groups(sites: list[ProbeSite]) -> list[int]:

@@ -18,23 +18,18 @@ from tracer.errors import BackendUnavailable, Exit, HeaplineError
 from tracer.events import EVENT_DTYPE, Kind
 from tracer.record import procfs
 from tracer.record.backends.base import Backend, BackendInfo, LaunchSpec, Options
-from tracer.record.backends.bpf import alloc, allocators, calibrate, kheaders, stacks, stale
+from tracer.record.backends.bpf import abi, alloc, allocators, calibrate, kheaders, stacks, stale
+from tracer.record.backends.bpf.abi import BATCH_DTYPE, LOST_REASONS
 from tracer.record.backends.bpf.alloc import captured_stderr
 from tracer.record.backends.bpf.otheralloc import OtherAllocators
-from tracer.record.backends.bpf.ringbuf import BATCH_DTYPE, BATCH_SLOTS, RingReader, batch_events
+from tracer.record.backends.bpf.ringbuf import RingReader, batch_events
 from tracer.record.backends.bpf.uprobes import TRACEFS, Uprobes
 from tracer.record.launch import HeldChild
 
-TRACE_ACTIVE = 1
 UNKNOWN_CPU = -1  # lost() key for losses the kernel does not attribute to a CPU
-# the per-CPU counters of heapline.h, in order; the last one counts records, not losses
-LOST_REASONS = ("ring_buffer_full", "inflight_table_full", "process_table_full", "thread_storage_full")
-SPARE_USED = len(LOST_REASONS)
-BATCH_BUSY = SPARE_USED + 1  # allocator records that went to the events ring because their CPU's batch was taken
 BATCH_AGE_NS = 50_000_000  # an allocator batch older than this goes to user space at its CPU's next record
 MIN_SPARE_PAGES = 16
 STACK_ENTRIES = 16384  # distinct allocation stacks kept (each up to 127 frames)
-TRACE_PENDING_EXEC = 2
 
 
 def probes_dir() -> Path:
@@ -125,13 +120,13 @@ class BpfBackend(Backend):
         text = "\n".join((probes_dir() / p).read_text() for p in parts)
         cflags = [
             f"-I{probes_dir()}",
+            *abi.cflags(),  # every value the probes share with the Python (heapline.h checks them)
             f"-DRINGBUF_PAGES={self.ring_pages}",
             f"-DSPARE_PAGES={self.spare_pages}",
             f"-DRSS_INTERVAL_NS={int(self.options.rss_interval_ns)}ULL",
             f"-DFOLLOW_CHILDREN={1 if self.options.follow_children else 0}",
             f"-DALLOC_RING_PAGES={self.ring_pages}",
             f"-DBATCH_AGE_NS={BATCH_AGE_NS}ULL",
-            f"-DBATCH={BATCH_SLOTS}",
             *([f"-DSTACKS={STACK_ENTRIES}"] if self.options.stacks else []),
         ]
         os.environ["BCC_KERNEL_SOURCE"] = self.headers.path
@@ -164,7 +159,7 @@ class BpfBackend(Backend):
         if self.options.stacks:
             self._maps = stacks.MapsWatcher(child.pid)
         try:
-            self._arm(child.pid, TRACE_PENDING_EXEC)
+            self._arm(child.pid, abi.TRACE_PENDING_EXEC)
             if lib is not None:
                 self._probe_allocator(lib, child.pid)
         except BaseException:
@@ -179,7 +174,7 @@ class BpfBackend(Backend):
         except procfs.ProcessGone:
             raise HeaplineError(f"no process with pid {pid}", Exit.PID_NOT_FOUND) from None
         lib = self._find_allocator(lambda: allocators.find_for_pid(task))
-        self._arm(pid, TRACE_ACTIVE)
+        self._arm(pid, abi.TRACE_ACTIVE)
         self._root = pid
         self._exec_seen = True  # nothing of the target runs before an exec we wait for
         if self.options.stacks:
@@ -187,7 +182,7 @@ class BpfBackend(Backend):
             self._watch_maps()
         children = procfs.descendants(pid) if self.options.follow_children else []
         for child in children:
-            self._arm(child, TRACE_ACTIVE)
+            self._arm(child, abi.TRACE_ACTIVE)
         if lib is not None:
             self._probe_allocator(lib, task)  # per-task perf events: they fire for every thread of its mm
             if self._alloc is not None and isinstance(self._alloc.attacher, alloc.TracefsProbes):
@@ -304,9 +299,8 @@ class BpfBackend(Backend):
                 continue
             self._rss_seen[key.value] = st.last_update
             b = st.bytes
-            rows.append(
-                (st.last_update, 0, st.pid, st.pid, int(Kind.RSS), 1, 0, b[1], b[0], b[3], b[2], st.anon_max, 0, 0)
-            )
+            rss = (b[abi.MM_ANON], b[abi.MM_FILE], b[abi.MM_SHMEM], b[abi.MM_SWAP])  # a0..a3 of an RSS record
+            rows.append((st.last_update, 0, st.pid, st.pid, int(Kind.RSS), 1, 0, *rss, st.anon_max, 0, 0))
         return np.array(rows, dtype=EVENT_DTYPE) if rows else np.empty(0, dtype=EVENT_DTYPE)
 
     def exit_status(self) -> int | None:
@@ -329,7 +323,7 @@ class BpfBackend(Backend):
         if self._bpf is None:
             return []
         table = self._bpf["lost"]
-        return [[int(v) for v in table[ct.c_int(r)]] for r in range(BATCH_BUSY + 1)]
+        return [[int(v) for v in table[ct.c_int(r)]] for r in range(abi.LOST_COUNTERS)]
 
     def _batch_leftovers(self, clear: bool = False) -> Columns:
         """The allocator records still in the CPUs' batches (read once no probe runs), then emptied.
@@ -410,8 +404,8 @@ class BpfBackend(Backend):
                 **{name: sum(row) for name, row in zip(LOST_REASONS, self._lost_table(), strict=False)},
                 "probe_skipped": self._skipped(),
             },
-            "spare_ring_records": sum(self._lost_table()[SPARE_USED]),
-            "unbatched_alloc_records": sum(self._lost_table()[BATCH_BUSY]),
+            "spare_ring_records": sum(self._lost_table()[abi.SPARE_USED]),
+            "unbatched_alloc_records": sum(self._lost_table()[abi.BATCH_BUSY]),
             "allocator": self._alloc_info,
             **({"stacks": self._stacks} if self._stacks is not None else {}),
         }

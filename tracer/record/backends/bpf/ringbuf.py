@@ -23,24 +23,11 @@ import numpy as np
 
 from tracer.columns import CHUNK, Columns
 from tracer.events import EVENT_DTYPE
+from tracer.record.backends.bpf.abi import BATCH_DTYPE, BATCH_SLOTS, NOT_BATCHED, OPTIONAL, PER_BATCH
 
 BUSY_BIT = 1 << 31
 DISCARD_BIT = 1 << 30
 HEADER = np.dtype([("hdr_len", "<u4"), ("hdr_pgoff", "<u4")])
-BATCH_SLOTS = 64  # records per batch, a power of two: probes/heapline.h BATCH
-#: fields an allocator record never uses, not carried in batches (read as zeros)
-NOT_BATCHED = ("a5",)
-#: fields a batch holds once for all its records (every record of a batch was made on its CPU)
-PER_BATCH = ("cpu",)
-#: fields most calls leave zero: a batch's ``used`` has the bit of each that some record set
-#: (probes/heapline.h USED_*), and columns no batch of a poll used are not read
-OPTIONAL = {"aux": 1, "a1": 2, "a2": 4, "a3": 8, "a4": 16}
-# probes/heapline.h struct batch: count, used bits, busy, first_ts, cpu, then each other field of
-# EVENT_DTYPE for BATCH_SLOTS records (a column per field)
-BATCH_DTYPE = np.dtype([("n", "<u4"), ("used", "<u4"), ("busy", "<u8"), ("first_ts", "<u8"), ("cpu", "<u4"),
-                        ("pad", "<u4")]
-                       + [(name, EVENT_DTYPE[name], (BATCH_SLOTS,)) for name in EVENT_DTYPE.names
-                          if name not in NOT_BATCHED + PER_BATCH])  # fmt: skip
 
 
 class RingReader:
