@@ -7,7 +7,8 @@ heapline.h refuses to compile when one is missing (``#error``) or when ``struct 
 ``tests/unit/test_abi.py`` compiles heapline.h with these flags, and without each of them.
 
 Values come from where the Python keeps them already: the kind codes from tracer/events.py
-``Kind``, the record layout from ``EVENT_DTYPE``, the clone and mremap flags from tracer/decode.py.
+``Kind``, the record layout from ``EVENT_DTYPE``, the clone and mremap flags from tracer/decode.py,
+the aux bits of operator new and the probe slots from catalogue.py (the allocator functions).
 The others are kept here, and the modules that use them (backend.py, alloc.py, ringbuf.py)
 import them from here.
 """
@@ -21,11 +22,8 @@ import numpy as np
 
 from tracer import decode
 from tracer.events import EVENT_DTYPE, Kind
-
-# ---- records ------------------------------------------------------------------------------
-
-#: aux bits of NEW and DELETE records (tracer/events.py: bit 0 = new[], bit 1 = aligned)
-NEW_ARRAY, NEW_ALIGNED = 1, 2
+from tracer.record.backends.bpf import catalogue
+from tracer.record.backends.bpf.catalogue import NEW_ALIGNED, NEW_ARRAY
 
 # ---- the per-CPU ``lost`` counters, in order --------------------------------------------------
 
@@ -82,13 +80,7 @@ SITE_KEYS = 4096  # keys per group: a site is found by the low 12 bits of its ad
 #: sign-extend (mallopt), whether its record is written at entry (free, operator delete)
 SITE_NARGS, SITE_INT, SITE_DIRECT = 3, 4, 8
 
-#: the probe slots of alloc.bpf.c, one per BPF function (the stack shift of each is kept by slot)
-SLOT_FUNCTIONS: tuple[str, ...] = (
-    "malloc", "calloc", "realloc", "reallocarray", "posix_memalign", "aligned_alloc", "memalign", "valloc",
-    "pvalloc", "malloc_trim", "mallopt", "op_new", "op_new_array", "op_new_aligned", "op_new_array_aligned",
-    "free", "op_delete", "op_delete_array", "op_delete_sized", "op_delete_array_sized",
-)  # fmt: skip
-SLOTS = len(SLOT_FUNCTIONS)
+SLOTS = len(catalogue.SLOTS)  # probe slots of alloc.bpf.c, one per call of tracer/record/backends/bpf/catalogue.py
 
 
 class Site(ct.Structure):

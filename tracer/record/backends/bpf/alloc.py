@@ -13,18 +13,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from tracer.events import Kind
-from tracer.record.backends.bpf.abi import (
-    NEW_ALIGNED,
-    NEW_ARRAY,
-    SITE_DIRECT,
-    SITE_GROUPS,
-    SITE_INT,
-    SITE_KEYS,
-    SLOT_FUNCTIONS,
-    Site,
-)
+from tracer.record.backends.bpf.abi import SITE_DIRECT, SITE_GROUPS, SITE_INT, SITE_KEYS, Site
 from tracer.record.backends.bpf.allocators import AllocatorLib
+from tracer.record.backends.bpf.catalogue import BY_SYMBOL, SLOTS, Call
 from tracer.record.backends.bpf.probesites import ProbeSite, choose_sites
 from tracer.record.backends.bpf.uprobes import Probe, UprobeError, Uprobes
 
@@ -32,69 +23,10 @@ Detach = Callable[[], None]
 
 BPF_PROG_TYPE_KPROBE = 2  # what uprobe programs are loaded as (bcc's BPF.KPROBE)
 
-# exported name -> (BPF function prefix in alloc.bpf.c, argument registers its probe reads)
-FUNCTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "malloc": ("malloc", ("rdi",)),
-    "free": ("free", ("rdi",)),
-    "calloc": ("calloc", ("rdi", "rsi")),
-    "realloc": ("realloc", ("rdi", "rsi")),
-    "reallocarray": ("reallocarray", ("rdi", "rsi", "rdx")),
-    "posix_memalign": ("posix_memalign", ("rdi", "rsi", "rdx")),
-    "aligned_alloc": ("aligned_alloc", ("rdi", "rsi")),
-    "memalign": ("memalign", ("rdi", "rsi")),
-    "valloc": ("valloc", ("rdi",)),
-    "pvalloc": ("pvalloc", ("rdi",)),
-    "malloc_trim": ("malloc_trim", ("rdi",)),
-    "mallopt": ("mallopt", ("rdi", "rsi")),
-    # C++ operators, probed only where the allocator library itself defines them
-    "_Znwm": ("op_new", ("rdi",)),
-    "_ZnwmRKSt9nothrow_t": ("op_new", ("rdi",)),
-    "_Znam": ("op_new_array", ("rdi",)),
-    "_ZnamRKSt9nothrow_t": ("op_new_array", ("rdi",)),
-    "_ZnwmSt11align_val_t": ("op_new_aligned", ("rdi", "rsi")),
-    "_ZnwmSt11align_val_tRKSt9nothrow_t": ("op_new_aligned", ("rdi", "rsi")),
-    "_ZnamSt11align_val_t": ("op_new_array_aligned", ("rdi", "rsi")),
-    "_ZnamSt11align_val_tRKSt9nothrow_t": ("op_new_array_aligned", ("rdi", "rsi")),
-    "_ZdlPv": ("op_delete", ("rdi",)),
-    "_ZdlPvRKSt9nothrow_t": ("op_delete", ("rdi",)),
-    "_ZdlPvSt11align_val_t": ("op_delete", ("rdi",)),
-    "_ZdaPv": ("op_delete_array", ("rdi",)),
-    "_ZdaPvRKSt9nothrow_t": ("op_delete_array", ("rdi",)),
-    "_ZdaPvSt11align_val_t": ("op_delete_array", ("rdi",)),
-    "_ZdlPvm": ("op_delete_sized", ("rdi", "rsi")),
-    "_ZdlPvmSt11align_val_t": ("op_delete_sized", ("rdi", "rsi")),
-    "_ZdaPvm": ("op_delete_array_sized", ("rdi", "rsi")),
-    "_ZdaPvmSt11align_val_t": ("op_delete_array_sized", ("rdi", "rsi")),
-}
-#: functions whose record is written at entry (no return value to wait for)
-NO_RETURN = {"free", "op_delete", "op_delete_array", "op_delete_sized", "op_delete_array_sized"}
-#: the slot of each BPF function in alloc.bpf.c (its CALL/DIRECT slot argument)
-SLOTS = {fn: i for i, fn in enumerate(SLOT_FUNCTIONS)}
 
-
-#: what alloc.bpf.c records for each: kind, aux bits, arguments are ints
-SPECS: dict[str, tuple[Kind, int, bool]] = {
-    "malloc": (Kind.MALLOC, 0, False),
-    "calloc": (Kind.CALLOC, 0, False),
-    "realloc": (Kind.REALLOC, 0, False),
-    "reallocarray": (Kind.REALLOCARRAY, 0, False),
-    "posix_memalign": (Kind.POSIX_MEMALIGN, 0, False),
-    "aligned_alloc": (Kind.ALIGNED_ALLOC, 0, False),
-    "memalign": (Kind.MEMALIGN, 0, False),
-    "valloc": (Kind.VALLOC, 0, False),
-    "pvalloc": (Kind.PVALLOC, 0, False),
-    "malloc_trim": (Kind.MALLOC_TRIM, 0, False),
-    "mallopt": (Kind.MALLOPT, 0, True),
-    "op_new": (Kind.NEW, 0, False),
-    "op_new_array": (Kind.NEW, NEW_ARRAY, False),
-    "op_new_aligned": (Kind.NEW, NEW_ALIGNED, False),
-    "op_new_array_aligned": (Kind.NEW, NEW_ARRAY | NEW_ALIGNED, False),
-    "free": (Kind.FREE, 0, False),
-    "op_delete": (Kind.DELETE, 0, False),
-    "op_delete_array": (Kind.DELETE, NEW_ARRAY, False),
-    "op_delete_sized": (Kind.DELETE, 0, False),
-    "op_delete_array_sized": (Kind.DELETE, NEW_ARRAY, False),
-}
+def site_flags(call: Call) -> int:
+    """struct site's flags for an entry site of ``call``: registers read, ints, recorded at entry."""
+    return len(call.regs) | (SITE_INT if call.ints else 0) | (SITE_DIRECT if call.at_entry else 0)
 
 
 class ProbeRefused(Exception):
@@ -271,14 +203,14 @@ def attach(bpf: Any, lib: AllocatorLib, pid: int, probes: Attacher) -> Attached:
     :class:`ProbeRefused` names the probe and the kernel's reason.
     """
     done = Attached(lib, pid, {}, children=probes.follows_children, attacher=probes)
-    by_path: dict[tuple[str, str], list[str]] = {(lib.path, lib.shown_path): list(FUNCTIONS)}
+    by_path: dict[tuple[str, str], list[str]] = {(lib.path, lib.shown_path): list(BY_SYMBOL)}
     for name, where in lib.elsewhere.items():
-        if name in FUNCTIONS:
+        if name in BY_SYMBOL:
             by_path.setdefault(where, []).append(name)
     chosen: list[tuple[str, str, ProbeSite]] = []  # (path, shown, site)
     seen: set[tuple[str, int]] = set()
     for (path, shown), names in by_path.items():
-        for name, site in choose_sites(path, {n: FUNCTIONS[n][1] for n in names}).items():
+        for name, site in choose_sites(path, {n: BY_SYMBOL[n].regs for n in names}).items():
             if (path, site.address) in seen:  # an alias of a function already probed
                 continue
             seen.add((path, site.address))
@@ -289,17 +221,16 @@ def attach(bpf: Any, lib: AllocatorLib, pid: int, probes: Attacher) -> Attached:
     groups = _groups([site for _, _, site in chosen])
     table = bpf["sites"]
     for (_, _, site), group in zip(chosen, groups, strict=True):
-        fn = FUNCTIONS[site.function][0]
-        kind, aux, ints = SPECS[fn]
-        bpf["site_shift"][ct.c_int(SLOTS[fn])] = ct.c_uint64(site.stack_shift or 0)
-        flags = len(FUNCTIONS[site.function][1]) | (SITE_INT if ints else 0) | (SITE_DIRECT if fn in NO_RETURN else 0)
-        table[ct.c_int(group * SITE_KEYS + _low_bits(site))] = Site(int(kind), aux, SLOTS[fn], flags, 0)
+        call = BY_SYMBOL[site.function]
+        slot = SLOTS[call.slot]
+        bpf["site_shift"][ct.c_int(slot)] = ct.c_uint64(site.stack_shift or 0)
+        table[ct.c_int(group * SITE_KEYS + _low_bits(site))] = Site(int(call.kind), call.aux, slot, site_flags(call), 0)
     try:
         # the return probes first (an entry without its return would leave a call in flight). A
         # return probe takes over the return address, which is still on top of the stack at the
         # entry site when nothing was pushed before it: there it shares the emulated site.
         returns = [Target(path, shown, site, site.return_probe_ok) for path, shown, site in chosen
-                   if FUNCTIONS[site.function][0] not in NO_RETURN]  # fmt: skip
+                   if not BY_SYMBOL[site.function].at_entry]  # fmt: skip
         _attach_group(probes, done, "alloc_return_any", returns, True)
         for g in range(max(groups, default=-1) + 1):
             entries = [Target(p, shown, site, True) for (p, shown, site), gi in zip(chosen, groups, strict=True)

@@ -29,7 +29,7 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.hash import ELFHashSection, GNUHashSection
 
 from tracer.errors import HeaplineError
-from tracer.record.backends.bpf.probesites import ALLOCATOR_FUNCTIONS
+from tracer.record.backends.bpf.catalogue import ALLOCATOR_FUNCTIONS
 
 FAMILIES = ("glibc", "jemalloc", "tcmalloc", "mimalloc", "musl", "unknown")
 # a symbol only one family exports, then a string only one family carries

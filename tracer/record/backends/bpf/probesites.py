@@ -59,16 +59,7 @@ import capstone
 import numpy as np
 from elftools.elf.elffile import ELFFile
 
-#: Names of allocator entry points: C, glibc extras, C++ operators new and delete.
-ALLOCATOR_FUNCTIONS: tuple[str, ...] = (
-    "malloc", "free", "cfree", "calloc", "realloc", "reallocarray", "posix_memalign", "aligned_alloc",
-    "memalign", "valloc", "pvalloc", "malloc_trim", "mallopt",
-    "_Znwm", "_Znam", "_ZnwmRKSt9nothrow_t", "_ZnamRKSt9nothrow_t",
-    "_ZnwmSt11align_val_t", "_ZnamSt11align_val_t",
-    "_ZnwmSt11align_val_tRKSt9nothrow_t", "_ZnamSt11align_val_tRKSt9nothrow_t",
-    "_ZdlPv", "_ZdaPv", "_ZdlPvm", "_ZdaPvm", "_ZdlPvSt11align_val_t", "_ZdaPvSt11align_val_t",
-    "_ZdlPvmSt11align_val_t", "_ZdaPvmSt11align_val_t",
-)  # fmt: skip
+from tracer.record.backends.bpf.catalogue import ALLOCATOR_FUNCTIONS
 
 #: Canonical x86-64 nops the kernel compares instructions with (``x86_nops[1..8]``).
 _KERNEL_NOPS: frozenset[bytes] = frozenset(
