@@ -15,18 +15,16 @@ import numpy as np
 
 from tracer.columns import Columns
 from tracer.errors import BackendUnavailable, Exit, HeaplineError
-from tracer.events import EVENT_DTYPE, Kind
+from tracer.events import Kind
 from tracer.record import procfs
 from tracer.record.backends.base import Backend, BackendInfo, LaunchSpec, Options
 from tracer.record.backends.bpf import abi, alloc, allocators, calibrate, kheaders, stacks, stale
-from tracer.record.backends.bpf.abi import BATCH_DTYPE, LOST_REASONS
 from tracer.record.backends.bpf.alloc import captured_stderr
 from tracer.record.backends.bpf.otheralloc import OtherAllocators
-from tracer.record.backends.bpf.ringbuf import RingReader, batch_events
+from tracer.record.backends.bpf.rings import Rings
 from tracer.record.backends.bpf.uprobes import TRACEFS, Uprobes
 from tracer.record.launch import HeldChild
 
-UNKNOWN_CPU = -1  # lost() key for losses the kernel does not attribute to a CPU
 BATCH_AGE_NS = 50_000_000  # an allocator batch older than this goes to user space at its CPU's next record
 MIN_SPARE_PAGES = 16
 STACK_ENTRIES = 16384  # distinct allocation stacks kept (each up to 127 frames)
@@ -94,9 +92,8 @@ class BpfBackend(Backend):
             self.notes.append(f"removed {len(removed)} uprobe definitions left in tracefs by killed heapline recorders")
         self._bpf = None
         self._uprobes = Uprobes(TRACEFS)
-        self._reader: RingReader | None = None
+        self._rings: Rings | None = None
         self._child: HeldChild | None = None
-        self._rss_seen: dict[int, int] = {}
         self._leftover = Columns.empty()
         self._final_lost: dict[int, int] = {}
         self._root = 0
@@ -139,10 +136,7 @@ class BpfBackend(Backend):
         if failure is not None:
             why = _first_error(said()) or str(failure)
             raise BackendUnavailable(f"the eBPF probes could not be loaded: {why}", Exit.NO_EBPF) from failure
-        self._reader = RingReader(self._bpf["events"].map_fd, self.ring_pages * mmap.PAGESIZE, EVENT_DTYPE)
-        self._spare = RingReader(self._bpf["spare"].map_fd, self.spare_pages * mmap.PAGESIZE, EVENT_DTYPE)
-        self._batches = (RingReader(self._bpf["alloc_ring"].map_fd, self.ring_pages * mmap.PAGESIZE, BATCH_DTYPE,
-                                    batch=True) if self.options.trace_alloc else None)
+        self._rings = Rings(self._bpf, self.ring_pages, self.spare_pages, self.options.trace_alloc)
 
     def _arm(self, pid: int, state: int) -> None:
         assert self._bpf is not None
@@ -219,12 +213,8 @@ class BpfBackend(Backend):
             disarm()
             return None
         finally:
-            assert self._reader is not None
-            self._reader.drain()  # the calibration's own records: nothing else is traced yet
-            self._spare.drain()
-            if self._batches is not None:
-                self._batches.drain()
-                self._batch_leftovers(clear=True)
+            assert self._rings is not None
+            self._rings.discard()  # the calibration's own records: nothing else is traced yet
 
     def _probe_allocator(self, lib: allocators.AllocatorLib, pid: int) -> None:
         """Probe the allocator of ``pid``; when that cannot be done, say why and keep the syscall view."""
@@ -244,16 +234,14 @@ class BpfBackend(Backend):
             self._alloc_info["other_allocators"] = self._others.found  # filled while recording
 
     def poll(self) -> Columns:
-        if self._reader is None:  # stopped: what was drained while stopping
+        if self._rings is None:  # stopped: what was drained while stopping
             ev, self._leftover = self._leftover, Columns.empty()
             return ev
-        ev = self._reader.drain()
-        spare = self._spare.drain()
+        ev, spare, batches = self._rings.drain()
         if self._others is not None:  # execs come through the events rings, never in allocator batches
             self._others.feed(ev)
             self._others.feed(spare)
-        batches = self._batches.drain() if self._batches is not None else Columns.empty()
-        extra = [a for a in (spare, batches, Columns.from_records(self._trailing_rss())) if len(a)]
+        extra = [a for a in (spare, batches, Columns.from_records(self._rings.trailing_rss())) if len(a)]
         if extra:
             ev = Columns.merged([ev, *extra])
         if not self._exec_seen and len(ev):
@@ -290,19 +278,6 @@ class BpfBackend(Backend):
             before &= ev["ts"] < ev["ts"][execs[0]]
         return ev.take(np.flatnonzero(~before))
 
-    def _trailing_rss(self) -> np.ndarray:
-        """The latest RSS of each traced address space when the kernel held it back (rate limit)."""
-        assert self._bpf is not None
-        rows = []
-        for key, st in self._bpf["rss_state"].items():
-            if st.last_update <= st.last_emit or self._rss_seen.get(key.value, 0) >= st.last_update:
-                continue
-            self._rss_seen[key.value] = st.last_update
-            b = st.bytes
-            rss = (b[abi.MM_ANON], b[abi.MM_FILE], b[abi.MM_SHMEM], b[abi.MM_SWAP])  # a0..a3 of an RSS record
-            rows.append((st.last_update, 0, st.pid, st.pid, int(Kind.RSS), 1, 0, *rss, st.anon_max, 0, 0))
-        return np.array(rows, dtype=EVENT_DTYPE) if rows else np.empty(0, dtype=EVENT_DTYPE)
-
     def exit_status(self) -> int | None:
         return self._child.wait() if self._child is not None else None
 
@@ -318,51 +293,10 @@ class BpfBackend(Backend):
         out["note"] = "event a4 is the stack id (0: none); frames are [address, module, file offset, symbol]"
         return out
 
-    def _lost_table(self) -> list[list[int]]:
-        """lost[reason][cpu]"""
-        if self._bpf is None:
-            return []
-        table = self._bpf["lost"]
-        return [[int(v) for v in table[ct.c_int(r)]] for r in range(abi.LOST_COUNTERS)]
-
-    def _batch_leftovers(self, clear: bool = False) -> Columns:
-        """The allocator records still in the CPUs' batches (read once no probe runs), then emptied.
-        A batch's count covers only records completely written, so what it counts is whole."""
-        assert self._bpf is not None
-        table = self._bpf["alloc_batch"]
-        raw = b"".join(bytes(v) for v in table[ct.c_int(0)])
-        if clear:
-            table.clear()
-        return batch_events(np.frombuffer(raw, dtype=BATCH_DTYPE))
-
-    def _skipped(self) -> int:
-        """Times the kernel did not run one of our probes (another BPF program was running on that
-        CPU: ``recursion_misses`` of each program). Each is an event that was never recorded."""
-        if self._bpf is None:
-            return 0
-        total = 0
-        for fn in self._bpf.funcs.values():
-            try:
-                with open(f"/proc/self/fdinfo/{fn.fd}") as f:
-                    for line in f:
-                        if line.startswith("recursion_misses:"):
-                            total += int(line.split()[1])
-            except OSError:
-                continue
-        return total
-
     def lost(self) -> dict[int, int]:
-        if self._bpf is None:
+        if self._bpf is None or self._rings is None:
             return dict(self._final_lost)
-        per_cpu: dict[int, int] = {}
-        for row in self._lost_table()[: len(LOST_REASONS)]:
-            for cpu, v in enumerate(row):
-                if v:
-                    per_cpu[cpu] = per_cpu.get(cpu, 0) + v
-        skipped = self._skipped()
-        if skipped:
-            per_cpu[UNKNOWN_CPU] = skipped
-        return per_cpu
+        return self._rings.lost()
 
     def stop(self) -> None:
         if self._bpf is None:
@@ -374,20 +308,19 @@ class BpfBackend(Backend):
         with ThreadPoolExecutor(max_workers=16) as pool:
             list(pool.map(bpf.detach_tracepoint, list(bpf.tracepoint_fds)))
         # no probe runs any more: what is in the ring now is everything
-        if self._reader is not None:
+        if self._rings is not None:
             self._leftover = self.poll()
-            if self._batches is not None:
-                rest = self._batch_leftovers()
+            if self._rings.batches is not None:
+                rest = self._rings.batch_leftovers()
                 if len(rest):
                     self._leftover = Columns.merged([self._leftover, rest])
-                self._batches.close()
-            self._reader.close()
-            self._spare.close()
-            self._reader = None
+            self._final_lost = self._rings.lost()
+            self._final_details = self.info().details
+            self._rings.close()
+            self._rings = None
         if self._maps is not None:
             self._stacks = self._symbolized_stacks()
-        self._final_lost = self.lost()
-        self._final_details = self.info().details
+            self._final_details["stacks"] = self._stacks
         bpf.cleanup()
         self._bpf = None
         stale.unregister()
@@ -400,12 +333,7 @@ class BpfBackend(Backend):
             "kernel_headers_exact": self.headers.exact,
             "ring_buffer_bytes": self.ring_pages * mmap.PAGESIZE,
             "rss_interval_ns": self.options.rss_interval_ns,
-            "lost_by_reason": {
-                **{name: sum(row) for name, row in zip(LOST_REASONS, self._lost_table(), strict=False)},
-                "probe_skipped": self._skipped(),
-            },
-            "spare_ring_records": sum(self._lost_table()[abi.SPARE_USED]),
-            "unbatched_alloc_records": sum(self._lost_table()[abi.BATCH_BUSY]),
+            **(self._rings.details() if self._rings is not None else {}),
             "allocator": self._alloc_info,
             **({"stacks": self._stacks} if self._stacks is not None else {}),
         }
