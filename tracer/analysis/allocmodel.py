@@ -96,64 +96,76 @@ def process_live(trace: Any, pid: int) -> LiveSeries:
     return cached(trace, ("live", pid), compute)
 
 
+def opens_and_closes(ev: Events) -> tuple[np.ndarray, np.ndarray]:
+    """The event indexes, ascending, of the calls that opened a block and of those that closed one:
+    a free or delete of a non-NULL pointer, a realloc of a non-NULL pointer that succeeded (the old
+    block ends even when the new one is at the same address) or that freed (size 0)."""
+    k = np.ascontiguousarray(ev["kind"])
+    ptr_in = blocks.pointer_in(ev)
+    resize = (k == Kind.REALLOC) | (k == Kind.REALLOCARRAY)
+    closed = ((k == Kind.FREE) | (k == Kind.DELETE)) & (ptr_in != 0)
+    closed |= resize & (ptr_in != 0) & ((ev["ret"] != 0) | (blocks.requested_size(ev) == 0))
+    opened = _IS_ALLOC.take(k, mode="clip") & (blocks.pointer_out(ev) != 0)
+    return np.flatnonzero(opened), np.flatnonzero(closed)
+
+
+def call_order(opens: np.ndarray, closes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each open and each close (ascending event indexes) goes among all of them in call
+    order, a call's close before its open: (places of the opens, places of the closes)."""
+    return (np.arange(len(opens)) + np.searchsorted(closes, opens, side="right"),
+            np.arange(len(closes)) + np.searchsorted(opens, closes, side="left"))
+
+
+def ended_by(opens: np.ndarray, closes: np.ndarray, opened_at: np.ndarray, closed_at: np.ndarray) -> np.ndarray:
+    """For each open (event indexes ``opens``, pointers ``opened_at``), the place in ``closes`` of
+    the close that ended it (the next call at that pointer, when it is a close; a call's close
+    comes before its open), or -1 while it is live."""
+    at_open, at_close = call_order(opens, closes)
+    rows = len(closes) + len(opens)
+    ptr = np.empty(rows, dtype=np.uint64)
+    ptr[at_close], ptr[at_open] = closed_at, opened_at
+    number = np.empty(rows, dtype=np.int64)  # an open's place among the opens, or -1 - a close's
+    number[at_open] = np.arange(len(opens))
+    number[at_close] = -1 - np.arange(len(closes))
+    order = np.argsort(ptr, kind="stable")  # by pointer, in call order at each
+    ptr, number = ptr[order], number[order]
+    at = np.flatnonzero((ptr[1:] == ptr[:-1]) & (number[1:] < 0) & (number[:-1] >= 0))
+    out = np.full(len(opens), -1, dtype=np.int64)
+    out[number[at]] = -1 - number[at + 1]
+    return out
+
+
 def live_series(ev: Events, start: Blocks | None = None) -> LiveSeries:
     """``ev``: events in time order (any kinds; the allocator calls are picked out); ``start``:
     blocks already live before them (a forked child's, from its parent)."""
     if start is not None and len(start.ptr):
         return _with_start(ev, start)
-    k = np.ascontiguousarray(ev["kind"])
-    ret = ev["ret"].astype(np.uint64)
-    ptr_in = blocks.pointer_in(ev)
-    is_alloc = _IS_ALLOC.take(k, mode="clip")
-    ptr_out = blocks.pointer_out(ev)
-    opened = is_alloc & (ptr_out != 0)
-    resize = (k == Kind.REALLOC) | (k == Kind.REALLOCARRAY)
-    size = blocks.requested_size(ev)
-    # closes: free/delete of a non-NULL pointer; realloc of a non-NULL pointer that succeeded
-    # (the old block ends even when the new one is at the same address) or that freed (size 0)
-    closed = ((k == Kind.FREE) | (k == Kind.DELETE)) & (ptr_in != 0)
-    closed |= resize & (ptr_in != 0) & ((ret != 0) | (size == 0))
-
-    n_open, n_close = int(opened.sum()), int(closed.sum())
-    # one row per open or close: time, order within the call (close before open), pointer, size
-    t = np.concatenate([ev["ts"][closed], ev["ts"][opened]])
-    sub = np.concatenate([np.zeros(n_close, np.int8), np.ones(n_open, np.int8)])
-    seq = np.concatenate([np.flatnonzero(closed), np.flatnonzero(opened)])
-    ptr = np.concatenate([ptr_in[closed], ptr_out[opened]])
-    sz = np.concatenate([np.zeros(n_close, np.uint64), size[opened]]).astype(np.int64)
-    is_open = sub == 1
-
-    # match each close with the row before it at the same pointer, if that row opened a block
-    by_ptr = np.lexsort((sub, seq, ptr))
-    p_sorted, open_sorted = ptr[by_ptr], is_open[by_ptr]
-    prev_same = np.zeros(len(by_ptr), dtype=bool)
-    prev_same[1:] = p_sorted[1:] == p_sorted[:-1]
-    prev_open = np.zeros(len(by_ptr), dtype=bool)
-    prev_open[1:] = open_sorted[:-1]
-    matched_sorted = ~open_sorted & prev_same & prev_open
-    freed = np.zeros(len(by_ptr), dtype=np.int64)
-    freed[1:] = sz[by_ptr][:-1]
-    close_size = np.zeros(len(t), dtype=np.int64)
-    close_size[by_ptr[matched_sorted]] = freed[matched_sorted]
-    matched = np.zeros(len(t), dtype=bool)
-    matched[by_ptr[matched_sorted]] = True
-    # blocks still open: an open row not followed by a matched close at the same pointer
-    next_matched = np.zeros(len(by_ptr), dtype=bool)
-    next_matched[:-1] = matched_sorted[1:]
-    still = open_sorted & ~next_matched
-    still_rows = by_ptr[still]
-
-    order = np.lexsort((sub, seq))
-    delta_bytes = np.where(is_open, sz, -close_size)[order]
-    delta_blocks = np.where(is_open, 1, np.where(matched, -1, 0))[order]
+    opens, closes = opens_and_closes(ev)
+    size = blocks.requested_size(ev)[opens].astype(np.int64)
+    ends = ended_by(opens, closes, blocks.pointer_out(ev)[opens], blocks.pointer_in(ev)[closes])
+    ended = ends >= 0
+    close_size = np.zeros(len(closes), dtype=np.int64)  # 0: a close of nothing traced
+    close_size[ends[ended]] = size[ended]
+    matched = np.zeros(len(closes), dtype=bool)
+    matched[ends[ended]] = True
+    # one row per open or close, in call order
+    at_open, at_close = call_order(opens, closes)
+    seq = np.empty(len(opens) + len(closes), dtype=np.int64)
+    seq[at_open], seq[at_close] = opens, closes
+    delta_bytes = np.empty(len(seq), dtype=np.int64)
+    delta_bytes[at_open], delta_bytes[at_close] = size, -close_size
+    delta_blocks = np.empty(len(seq), dtype=np.int64)
+    delta_blocks[at_open], delta_blocks[at_close] = 1, -matched.astype(np.int64)
+    live = np.flatnonzero(~ended)
+    live = live[np.argsort(blocks.pointer_out(ev)[opens][live], kind="stable")]  # by pointer
     return LiveSeries(
-        ts=t[order],
+        ts=ev["ts"][seq],
         live_bytes=np.cumsum(delta_bytes),
         live_blocks=np.cumsum(delta_blocks),
-        unmatched_frees=int((~is_open & ~matched).sum()),
-        open_ptr=ptr[still_rows],
-        open_size=sz[still_rows],
-        open_ts=t[still_rows],
+        unmatched_frees=int((~matched).sum()),
+        open_ptr=blocks.pointer_out(ev)[opens][live],
+        open_size=size[live],
+        open_ts=ev["ts"][opens][live],
     )
 
 
