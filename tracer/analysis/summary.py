@@ -9,6 +9,7 @@ import numpy as np
 from tracer import fields as ef
 from tracer.analysis.allocmodel import LiveSeries, live_series, process_live, since_last_exec
 from tracer.analysis.model import Timeline, build
+from tracer.analysis.unmatched import of_process
 from tracer.columns import Events
 from tracer.decode import advice_name
 from tracer.events import ALLOCATOR_KINDS, KIND_NAMES, SYSCALL_KINDS, Kind
@@ -108,12 +109,16 @@ def summarize(trace: Trace, all_processes: bool = False) -> dict[str, Any]:
         },
     }
     main = process_summary(build(trace), mine, process_live(trace, root))  # the timeline the findings use too
+    main["alloc"]["unmatched"] = of_process(trace, root).to_json()
     out.update(main)
     if all_processes:
         procs = []
         for pid in pids:
-            sub = main if pid == root else process_summary(build(trace, pid), ev[ev["pid"] == pid],
-                                                           process_live(trace, pid))
+            if pid == root:
+                sub = main
+            else:
+                sub = process_summary(build(trace, pid), ev[ev["pid"] == pid], process_live(trace, pid))
+                sub["alloc"]["unmatched"] = of_process(trace, pid).to_json()
             procs.append({"pid": pid, **sub})
         out["brk"] = {**main["brk"]}
         out["brk"]["grow_calls"] = sum(p["brk"]["grow_calls"] for p in procs)
@@ -126,6 +131,7 @@ def summarize(trace: Trace, all_processes: bool = False) -> dict[str, Any]:
             **main["alloc"],
             "calls": _sum_dicts([p["alloc"]["calls"] for p in procs]),
             "unmatched_frees": sum(p["alloc"]["unmatched_frees"] for p in procs),
+            "unmatched": _sum_dicts([p["alloc"]["unmatched"] for p in procs]),
             "trim_calls": sum(p["alloc"]["trim_calls"] for p in procs),
         }
         out["processes"] = procs
@@ -150,10 +156,15 @@ def summarize(trace: Trace, all_processes: bool = False) -> dict[str, Any]:
     if duration is None and len(ev):
         duration = int(ev["ts"][-1]) - int(meta.get("start_ns", ev["ts"][0]))
     out["duration_s"] = round((duration or 0) / 1e9, 6)
+    missed = out["alloc"]["unmatched"]["unexplained"]
+    notes = [str(n) for n in meta.get("notes") or [] if isinstance(n, str)] + list(trace.notes)
+    if missed:
+        notes.append(f"{missed:,} frees of blocks no traced call allocated (not glibc's own at thread exit, not "
+                     "allocated before the recording or in the parent): allocator calls were missed")
     out["trace"] = {
         "backend": meta.get("backend", {}).get("name"),
-        "complete": trace.complete,
-        "notes": trace.notes,
+        "complete": trace.complete and not missed,
+        "notes": notes,
         "lost_per_cpu": {str(k): int(v) for k, v in (meta.get("lost") or {}).items()},
         "processes": pids,
         "libc": meta.get("libc"),

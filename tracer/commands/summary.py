@@ -22,6 +22,6 @@ def run(say: Say, trace: str, as_json: bool = False, all_processes: bool = False
         sys.stdout.write("\n")
     else:
         print_summary(s, Console(highlight=False))
-    for note in t.notes:
+    for note in s["trace"]["notes"]:
         say(note)
     return 0

@@ -25,6 +25,9 @@ def print_summary(s: dict[str, Any], console: Console) -> None:
     tr = s["trace"]
     ev = s["events"]
     lost = f"[bold red]{ev['lost']:,} lost[/]" if ev["lost"] else "none lost"
+    missed = s["alloc"].get("unmatched", {}).get("unexplained", 0)
+    if missed:
+        lost += f", [bold red]{missed:,} frees of blocks never seen allocated (allocator calls missed)[/]"
     console.print(f"{ev['total']:,} events via {tr['backend']}, {lost}")
     if tr.get("libc"):
         lib = tr["libc"]
@@ -91,8 +94,17 @@ def print_summary(s: dict[str, Any], console: Console) -> None:
         )
     console.print(
         f"live (requested): peak {human_bytes(a['live_bytes_peak'])}, final {human_bytes(a['live_bytes_final'])}"
-        f" in {a['live_blocks_final']:,} blocks; unmatched frees {a['unmatched_frees']:,}"
+        f" in {a['live_blocks_final']:,} blocks; unmatched frees {a['unmatched_frees']:,}{_unmatched(a)}"
     )
+
+
+def _unmatched(a: dict[str, Any]) -> str:
+    """Why frees had no traced allocation, when some did not."""
+    u = a.get("unmatched") or {}
+    why = {"thread_exit": "glibc's at thread exit", "before_recording": "allocated before the recording",
+           "from_parent": "inherited from the parent", "unexplained": "unexplained"}
+    parts = [f"{u[k]:,} {text}" for k, text in why.items() if u.get(k)]
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def _heap_line(name: str, h: dict[str, Any]) -> str:
