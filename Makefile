@@ -5,9 +5,9 @@ PYTHON_SYS ?= /usr/bin/python3
 VENV       := .venv
 PY         := $(VENV)/bin/python
 APT_PKGS   := python3-bpfcc python3-venv strace gcc g++ make linux-headers-$(shell dpkg --print-architecture 2>/dev/null || echo amd64) \
-              libjemalloc2 libtcmalloc-minimal4 libmimalloc2.0 chromium
+              libjemalloc2 libtcmalloc-minimal4 libmimalloc2.0 chromium bpfcc-tools
 # the peers bench/ compares heapline with
-BENCH_PKGS := bpfcc-tools ltrace heaptrack
+BENCH_PKGS := ltrace heaptrack
 SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test deps system-deps bench-deps bench venv workloads lint clean

@@ -132,6 +132,7 @@ def _run(
             },
             "snapshot": snapshot.to_json() if snapshot else None,
             "malloc_env": _malloc_env(req, spec, pid),
+            "notes": list(backend.notes),  # what the recorder said before the target ran (one sentence each)
         }
         try:
             writer.start(header)

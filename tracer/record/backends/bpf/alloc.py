@@ -16,6 +16,7 @@ from typing import Any
 from tracer.record.backends.bpf.abi import SITE_DIRECT, SITE_GROUPS, SITE_INT, SITE_KEYS, Site
 from tracer.record.backends.bpf.allocators import AllocatorLib
 from tracer.record.backends.bpf.catalogue import BY_SYMBOL, SLOTS, Call
+from tracer.record.backends.bpf.holders import holders
 from tracer.record.backends.bpf.probesites import ProbeSite, choose_sites
 from tracer.record.backends.bpf.uprobes import Probe, UprobeError, Uprobes
 
@@ -181,15 +182,15 @@ def attach_or_share(bpf: Any, lib: AllocatorLib, pid: int, uprobes: Uprobes, inh
     except ProbeRefused as first:
         if first.errno != errno.EINVAL:
             raise
+        who = ", ".join(h.shown() for h in holders(lib.path, skip=os.getpid())) or "another tracer"
         try:
             with captured_stderr():
                 done = attach(bpf, lib, pid, BccProbes(bpf))
         except ProbeRefused:
-            raise first from None
-        if not inherit:
-            return done, ""
-        return done, (f"{first}: another tracer holds a probe there; the allocator calls of this process are "
-                      "traced, those of the children it forks are not")
+            raise ProbeRefused(f"{first}: {who} holds probes there, and they cannot be shared", first.errno) from None
+        children = ", those of the children it forks are not" if inherit else ""
+        return done, (f"{who} holds probes on {lib.shown_path}; heapline shares them its way: the allocator calls "
+                      f"of pid {pid} are traced{children}")
 
 
 def attach(bpf: Any, lib: AllocatorLib, pid: int, probes: Attacher) -> Attached:
