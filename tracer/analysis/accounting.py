@@ -7,7 +7,9 @@ reads off what ``mallinfo2`` would say: the gaps between occupied chunks are fre
 bins (``ordblks`` - 1 of them), the space above the highest occupied chunk is the top chunk
 (``keepcost``), fastbin chunks are free (``fsmblks``), and everything else is in use (``uordblks``:
 live chunks with their headers, cached chunks, the tcache's own chunk, the arena's header).
-Mmapped chunks are counted apart (``hblkhd``), the thresholds as in force then.
+Mmapped chunks are counted apart (``hblkhd``), the thresholds as in force then. The heaps are
+laid out by :mod:`tracer.analysis.heapscan` at all the moments asked at once (:func:`account_at`;
+the phases ask for hundreds).
 
 What ``malloc_trim(0)`` would give back is glibc's own rule (``mtrim``, ``systrim``): in each free
 chunk, after consolidating the fastbins, the whole pages past its first 48 bytes; of the main
@@ -17,13 +19,14 @@ heap's top, all whole pages but one chunk's worth. Where the model met a call it
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from tracer import fields as ef
 from tracer.analysis import chunks as ch
+from tracer.analysis import heapscan
 from tracer.analysis import thresholds as thr
 from tracer.analysis.cache import cached
 from tracer.analysis.model import Timeline, build, own_events
@@ -48,6 +51,28 @@ class Model:
     page: int
     heap_calls: np.ndarray  # (ts, kind, start, end) of every mprotect and madvise(MADV_DONTNEED) call
     exits: dict[int, int]  # tid -> when it ended
+    chunks: dict[int, HeapChunks] = field(default_factory=dict)  # heap start -> its chunks in address order
+    mapped: dict[int, np.ndarray] = field(default_factory=dict)  # thread heap -> (born, died, prot) of its mappings
+    mmapped: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # blocks mmapped
+
+
+@dataclass
+class HeapChunks:
+    """The non-mmapped blocks of one heap, by chunk start (then time opened)."""
+
+    index: np.ndarray  # into Model.blocks
+    start: np.ndarray
+    first_opened: np.ndarray  # the lowest ``opened`` of the chunks at and below each (to find the first chunk)
+    earliest: int  # the block opened first (-1 for none)
+
+    @classmethod
+    def of(cls, b: ch.Blocks, sel: np.ndarray) -> HeapChunks:
+        idx = np.flatnonzero(sel)
+        start = (b.ptr[idx] - np.uint64(ch.HEADER)).astype(np.int64)
+        order = np.argsort(start, kind="stable")
+        idx, start = idx[order], start[order]
+        first = np.minimum.accumulate(b.opened[idx]) if len(idx) else np.zeros(0, dtype=np.int64)
+        return cls(idx, start, first, int(idx[np.argmin(b.opened[idx])]) if len(idx) else -1)
 
 
 def model(trace: Trace, pid: int | None = None) -> Model:
@@ -85,7 +110,16 @@ def _model(trace: Trace, tl: Timeline) -> Model:
                      axis=1) if len(sel) else np.empty((0, 4), np.int64)
     ex = np.flatnonzero(k == Kind.EXIT)
     exits = dict(zip(ev["tid"][ex].tolist(), ev["ts"][ex].astype(np.int64).tolist(), strict=True))
-    return Model(tl, b, thr.history(ev, b, env, tl.t0), heaps, page, calls, exits)
+    out = Model(tl, b, thr.history(ev, b, env, tl.t0), heaps, page, calls, exits)
+    out.chunks[tl.start_brk] = HeapChunks.of(b, ~b.mmapped & (arena == 0) & (b.ptr >= np.uint64(tl.start_brk)))
+    for i, h in enumerate(heaps):
+        out.chunks[h] = HeapChunks.of(b, ~b.mmapped & (arena == i + 1))
+        inside = (mp["start"] >= h) & (mp["end"] <= h + HEAP_MAX) if len(mp) else []
+        out.mapped[h] = (np.stack([mp["born"][inside].to_numpy(np.int64), mp["died"][inside].to_numpy(np.int64),
+                                   mp["prot"][inside].to_numpy(np.int64)], axis=1) if len(mp)
+                         else np.zeros((0, 3), dtype=np.int64))
+    out.mmapped = np.flatnonzero(b.mmapped)
+    return out
 
 
 def _arena_of(ptr: np.ndarray, heaps: list[int]) -> np.ndarray:
@@ -105,92 +139,52 @@ def _asof(frame: Any, col: str, ts: int, default: int) -> int:
     return int(frame[col].iloc[j]) if j >= 0 else default
 
 
-def _heap(m: Model, lo: int, hi: int, end: int, ts: int) -> dict[str, Any] | None:
-    """The figures of one heap ``[lo, end)`` (``hi``: where its reservation ends) at ``ts``."""
+def _heaps(m: Model, lo: int, hi: np.ndarray, end: np.ndarray, ts: np.ndarray) -> list[dict[str, Any] | None]:
+    """The figures of one heap ``[lo, end)`` at each moment ``ts`` (ascending; ``hi``: where the
+    pointers of its chunks end then; ``end``: where the heap ends then)."""
     b = m.blocks
-    inside = ~b.mmapped & (b.ptr >= np.uint64(lo)) & (b.ptr < np.uint64(hi))
-    ever = inside & (b.opened <= ts)
-    if not ever.any() and lo == m.tl.start_brk and end > lo:  # only glibc's own tcache chunk so far
-        first = lo + TCACHE_STRUCT
-    elif not ever.any():
-        return None
-    else:
-        first = int((b.ptr[ever] - np.uint64(ch.HEADER)).min())  # below it: glibc's own (tcache, arena header)
-    occ = ever & (b.occupied_until > ts)
-    live = occ & (b.closed > ts)
-    cached = occ & ~live & (b.went == ch.CACHED)
-    fast = occ & ~live & (b.went == ch.FAST)
-    start = (b.ptr[occ] - np.uint64(ch.HEADER)).astype(np.int64)
-    size = b.chunk[occ]
-    order = np.argsort(start, kind="stable")
-    start, size = start[order], size[order]
-    own = [(lo, first - lo)]  # glibc's own chunks and headers below the first traced chunk
-    if lo != m.tl.start_brk and ever.any():  # a thread heap: its first thread's tcache goes when that thread ends
-        tid = int(b.open_tid[ever][np.argmin(b.opened[ever])])
-        if m.exits.get(tid, ch.NEVER) <= ts:
-            own = [(lo, first - TCACHE_STRUCT - lo)]
-    start = np.r_[[o[0] for o in own], start]
-    size = np.r_[[o[1] for o in own], size]
-    ends = start + size
-    top_from = int(ends.max())
-    gaps = start[1:] - np.maximum.accumulate(ends)[:-1]
-    absorbed = int(gaps[(gaps > 0) & (gaps < ch.MINSIZE)].sum())  # exhausted remainders: part of the chunk below
-    runs = gaps[gaps >= ch.MINSIZE]
-    run_at = (np.maximum.accumulate(ends)[:-1])[gaps >= ch.MINSIZE]
-    heap_size = end - lo
-    top = max(end - top_from, 0)
-    fast_bytes = int(b.chunk[fast].sum())
-    free = top + int(runs.sum()) + fast_bytes
-    hl = np.flatnonzero(live)
-    highest = None
-    if len(hl):
-        i = hl[int(np.argmax((b.ptr[hl] - np.uint64(ch.HEADER)).astype(np.int64) + b.chunk[hl]))]
-        c0 = int(b.ptr[i]) - ch.HEADER
-        c1 = c0 + int(b.chunk[i])
-        below = ends[ends <= c0]
-        under = c0 - int(below.max()) if len(below) else 0  # the free chunk right below it
-        if c1 == top_from:
-            highest = {"address": hex(int(b.ptr[i])), "size": int(b.size[i]), "chunk": int(b.chunk[i]),
-                       "allocated_at_ns": int(b.opened[i]), "free_below": under, "top_if_freed": top + c1 - c0 + under}
-    return {
-        "start": lo, "size": heap_size, "in_use": heap_size - free, "free": free, "top": top,
-        "cached": int(b.chunk[cached].sum()), "cached_chunks": int(cached.sum()), "fastbins": fast_bytes,
-        "fastbin_chunks": int(fast.sum()), "live_requested": int(b.size[live].sum()),
-        "live_blocks": int(live.sum()), "live_chunks_bytes": int(b.chunk[live].sum()) + absorbed,
-        "free_runs": int(len(runs)), "largest_free_run": int(runs.max()) if len(runs) else 0,
-        "highest_live": highest, "_runs": (run_at, runs), "_fast": (start, size),
-        "_fast_chunks": ((b.ptr[fast] - np.uint64(ch.HEADER)).astype(np.int64), b.chunk[fast]),
-    }
-
-
-def _trim_pages(h: dict[str, Any], page: int, main: bool) -> int:
-    """What malloc_trim(0) gives back from this heap: glibc's mtrim over the free chunks after the
-    fastbins are consolidated, and (main heap) systrim(0) of the top."""
-    run_at, runs = h["_runs"]
-    fa, fs = h["_fast_chunks"]
-    starts = np.r_[run_at, fa].astype(np.int64)
-    sizes = np.r_[runs, fs].astype(np.int64)
-    top_start = h["start"] + h["size"] - h["top"]
-    if len(starts):  # neighbours merge: fastbin chunks with the free runs beside them and with the top
-        o = np.argsort(starts)
-        starts, sizes = starts[o], sizes[o]
-        ends = starts + sizes
-        new = np.r_[True, starts[1:] != ends[:-1]]
-        m_start = starts[new]
-        m_end = np.maximum.reduceat(ends, np.flatnonzero(new))
-        if m_end[-1] == top_start:
-            top_start = int(m_start[-1])
-            m_start, m_end = m_start[:-1], m_end[:-1]
-    else:
-        m_start = m_end = np.empty(0, dtype=np.int64)
-    psm1 = page - 1
-    aligned = (m_start + MALLOC_CHUNK_STRUCT + psm1) & ~psm1
-    pages = np.where(m_end > aligned, (m_end - aligned) & ~psm1, 0)
-    total = int(pages.sum())
-    top = h["start"] + h["size"] - top_start
-    if main:  # systrim(0); a thread heap's top is in no bin: mtrim leaves it
-        total += max(top - ch.MINSIZE - 1, 0) & ~psm1
-    return total
+    hc = m.chunks[lo]
+    idx = hc.index
+    # the lowest chunk opened by then: below it are glibc's own (the tcache, an arena's header)
+    at = np.searchsorted(-hc.first_opened, -ts, side="left")
+    ever = at < len(idx)
+    first = np.where(ever, hc.start[np.minimum(at, max(len(idx) - 1, 0))] if len(idx) else 0, 0)
+    ever &= first + ch.HEADER < hi
+    main = lo == m.tl.start_brk
+    own_end = np.where(ever, first, lo + TCACHE_STRUCT)
+    if not main and hc.earliest >= 0:  # a thread heap: its first thread's tcache goes when that thread ends
+        gone = m.exits.get(int(b.open_tid[hc.earliest]), ch.NEVER) <= ts
+        own_end = np.where(gone & ever, first - TCACHE_STRUCT, own_end)
+    f = heapscan.scan(hc.start, b.chunk[idx], b.opened[idx], b.occupied_until[idx], b.closed[idx], b.went[idx],
+                      b.size[idx], ts, hi, own_end, end, m.page, ch.CACHED, ch.FAST)
+    out: list[dict[str, Any] | None] = []
+    for j in range(len(ts)):
+        if not ever[j] and not (main and end[j] > lo):
+            out.append(None)
+            continue
+        heap_size = int(end[j]) - lo
+        top = max(int(end[j]) - int(f["top_from"][j]), 0)
+        free = top + int(f["runs_bytes"][j]) + int(f["fast_bytes"][j])
+        highest = None
+        i = int(f["highest"][j])
+        if i >= 0 and int(f["highest_end"][j]) == int(f["top_from"][j]):
+            k = int(idx[i])
+            c0, c1 = int(b.ptr[k]) - ch.HEADER, int(f["highest_end"][j])
+            under = int(f["highest_under"][j])
+            highest = {"address": hex(int(b.ptr[k])), "size": int(b.size[k]), "chunk": int(b.chunk[k]),
+                       "allocated_at_ns": int(b.opened[k]), "free_below": under, "top_if_freed": top + c1 - c0 + under}
+        trim_top = int(end[j]) - int(f["trim_top_start"][j])
+        trim = int(f["trim_pages"][j]) + ((max(trim_top - ch.MINSIZE - 1, 0) & ~(m.page - 1)) if main else 0)
+        out.append({
+            "start": lo, "size": heap_size, "in_use": heap_size - free, "free": free, "top": top,
+            "cached": int(f["cached_bytes"][j]), "cached_chunks": int(f["cached_chunks"][j]),
+            "fastbins": int(f["fast_bytes"][j]), "fastbin_chunks": int(f["fast_chunks"][j]),
+            "live_requested": int(f["live_requested"][j]), "live_blocks": int(f["live_blocks"][j]),
+            "live_chunks_bytes": int(f["live_chunk_bytes"][j]) + int(f["absorbed"][j]),
+            "free_runs": int(f["runs"][j]), "largest_free_run": int(f["largest_run"][j]),
+            "highest_live": highest, "_trim": trim,
+        })
+    return out
 
 
 def _public(h: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -199,25 +193,51 @@ def _public(h: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def account(trace: Trace, ts: int, pid: int | None = None) -> dict[str, Any]:
     """The accounting of ``pid`` (the traced process by default) at absolute time ``ts`` (ns)."""
+    return account_at(trace, [ts], pid)[0]
+
+
+def account_at(trace: Trace, moments: list[int] | np.ndarray, pid: int | None = None) -> list[dict[str, Any]]:
+    """The accounting of ``pid`` at each of ``moments`` (absolute ns), the heaps scanned once for all."""
     m = model(trace, pid)
     tl = m.tl
-    brk = _asof(tl.breaks, "brk", ts, tl.start_brk)
-    main = _heap(m, tl.start_brk, max(brk, tl.start_brk + 1), brk, ts) if brk > tl.start_brk else None
-    arenas = [a for a in (_arena(m, h, ts) for h in m.heaps) if a is not None]
+    ts = np.asarray(moments, dtype=np.int64)
+    order = np.argsort(ts, kind="stable")
+    sts = ts[order]
+    t_brk = tl.breaks["ts"].to_numpy(np.int64)
+    j = np.searchsorted(t_brk, sts, side="right") - 1
+    brk = np.where(j >= 0, tl.breaks["brk"].to_numpy(np.int64)[np.maximum(j, 0)], tl.start_brk) if len(t_brk) \
+        else np.full(len(sts), tl.start_brk, dtype=np.int64)
+    main = _heaps(m, tl.start_brk, np.maximum(brk, tl.start_brk + 1), brk, sts)
+    main = [h if b > tl.start_brk else None for h, b in zip(main, brk.tolist(), strict=True)]
+    arenas: list[list[dict[str, Any]]] = [[] for _ in sts]
+    for h in m.heaps:
+        for k, a in zip(*_arena(m, h, sts), strict=True):
+            if a is not None:
+                arenas[k].append(a)
+    out: list[dict[str, Any]] = [{}] * len(ts)
+    for k, (t, main_k, arenas_k, brk_k) in enumerate(zip(sts.tolist(), main, arenas, brk.tolist(), strict=True)):
+        out[int(order[k])] = _figures(trace, m, int(t), main_k, arenas_k, int(brk_k))
+    return out
+
+
+def _figures(trace: Trace, m: Model, ts: int, main: dict[str, Any] | None, arenas: list[dict[str, Any]],
+             brk: int) -> dict[str, Any]:
+    tl = m.tl
     b = m.blocks
-    mm = b.mmapped & (b.opened <= ts) & (b.closed > ts)
+    mmi = m.mmapped
+    mm = mmi[(b.opened[mmi] <= ts) & (b.closed[mmi] > ts)]
     th = thr.at(m.thresholds, ts)
     rss = _asof(tl.rss, "anon", ts, 0) if len(tl.rss) else None
 
     def chunk_ranges(t: int) -> tuple[np.ndarray, np.ndarray]:
-        live = b.mmapped & (b.opened <= t) & (b.closed > t)
+        live = mmi[(b.opened[mmi] <= t) & (b.closed[mmi] > t)]
         start = (b.ptr[live].astype(np.int64) - ch.HEADER) & ~(m.page - 1)
         return start, start + b.chunk[live]
 
     res = resident(trace, tl, ts, m.heaps, HEAP_MAX, chunk_ranges, rss)
     # malloc_trim gives back only pages that are resident: no more than the sample found there
-    trim_main = _trim_pages(main, m.page, True) if main else 0
-    trim_arenas = sum(_trim_pages(a, m.page, False) for a in arenas)
+    trim_main = main["_trim"] if main else 0
+    trim_arenas = sum(a["_trim"] for a in arenas)
     if res["heap"] is not None:
         trim_main, trim_arenas = min(trim_main, res["heap"]), min(trim_arenas, res["arenas"])
     trim = trim_main + trim_arenas
@@ -235,7 +255,7 @@ def account(trace: Trace, ts: int, pid: int | None = None) -> dict[str, Any]:
             "live_requested": sum(a["live_requested"] for a in arenas),
             "heaps": [_public(a) for a in arenas],
         },
-        "mmapped_chunks": {"count": int(mm.sum()), "bytes": int(b.chunk[mm].sum()),
+        "mmapped_chunks": {"count": int(len(mm)), "bytes": int(b.chunk[mm].sum()),
                            "live_requested": int(b.size[mm].sum())},
         "thresholds": th.to_json(),
         "malloc_trim_estimate": trim,
@@ -253,13 +273,17 @@ def last_moment(trace: Trace, pid: int | None = None) -> int:
     return int(trace.meta.get("end_ns", cols["ts"][-1] if len(cols) else tl.t0))
 
 
-def _arena(m: Model, h: int, ts: int) -> dict[str, Any] | None:
-    """A thread-arena heap at ``ts``: committed = its accessible part, from the mappings."""
-    mp = m.tl.mappings
-    alive = mp[(mp["start"] >= h) & (mp["end"] <= h + HEAP_MAX) & (mp["born"] <= ts) & (mp["died"] > ts)]
-    if not len(alive[alive["prot"] != 0]):
-        return None
-    return _heap(m, h, h + HEAP_MAX, _heap_end(m, h, ts), ts)
+def _arena(m: Model, h: int, ts: np.ndarray) -> tuple[list[int], list[dict[str, Any] | None]]:
+    """A thread-arena heap at the moments ``ts`` where some of it is accessible (committed = its
+    accessible part, from the mappings): (their places in ``ts``, their figures)."""
+    mp = m.mapped[h]
+    at = [k for k, t in enumerate(ts.tolist())
+          if ((mp[:, 0] <= t) & (mp[:, 1] > t) & (mp[:, 2] != 0)).any()]
+    if not at:
+        return [], []
+    sel = ts[at]
+    end = np.array([_heap_end(m, h, int(t)) for t in sel.tolist()], dtype=np.int64)
+    return at, _heaps(m, h, np.full(len(sel), h + HEAP_MAX, dtype=np.int64), end, sel)
 
 
 def _heap_end(m: Model, h: int, ts: int) -> int:

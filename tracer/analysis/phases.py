@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from tracer.analysis.accounting import account, last_moment, model
+from tracer.analysis.accounting import account_at, last_moment, model
 from tracer.tracefile import Trace
 
 SAMPLES = 48
@@ -73,7 +73,7 @@ def phases(trace: Trace, pid: int | None = None) -> list[Phase]:
     ts = moments(trace, pid)
     if len(ts) < 2:
         return []
-    accs = [account(trace, int(t), pid) for t in ts]
+    accs = account_at(trace, ts, pid)
     k = np.array([kept(a)[0] for a in accs], dtype=np.int64)
     floor = max(MIN_KEPT, int(k.max()) // 4)
     on = k >= floor

@@ -1,0 +1,116 @@
+"""One glibc heap laid out chunk by chunk at many moments at once.
+
+At a moment ``t`` a chunk is occupied when its block was opened at or before ``t`` and stays
+occupied (live, in a tcache or in a fastbin: :mod:`tracer.analysis.chunks`) after it. Walking the
+heap's chunks in address order, the space between one occupied chunk's end and the next one's
+start is a free chunk in glibc's bins (a gap under 32 bytes is an exhausted remainder, part of the
+chunk below); above the highest occupied chunk is the top. :func:`scan` does that walk for every
+moment in one pass over the chunks: each chunk is visited only at the moments it is occupied
+(found by binary search), so the cost is the number of (chunk, moment) pairs that are occupied,
+not chunks x moments. It also reads off what ``malloc_trim(0)`` would give back (glibc's mtrim:
+after consolidating the fastbins, the whole pages of each free chunk past its first 48 bytes,
+neighbours merged; ``systrim`` of the main heap's top).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+HEADER = 16
+MINSIZE = 32
+MALLOC_CHUNK_STRUCT = 48
+
+#: the figures per moment, columns of :func:`scan`'s result
+FIGURES = ("top_from", "runs", "runs_bytes", "largest_run", "absorbed", "fast_bytes", "fast_chunks",
+           "cached_bytes", "cached_chunks", "live_requested", "live_blocks", "live_chunk_bytes", "highest",
+           "highest_end", "highest_under", "trim_pages", "trim_top_start")
+_F = {name: i for i, name in enumerate(FIGURES)}
+
+
+@njit(cache=True, nogil=True)
+def _scan(start: np.ndarray, chunk: np.ndarray, opened: np.ndarray, until: np.ndarray, closed: np.ndarray,
+          went: np.ndarray, size: np.ndarray, ts: np.ndarray, hi: np.ndarray, own_end: np.ndarray,
+          heap_end: np.ndarray, page: int, cached_code: int, fast_code: int) -> np.ndarray:  # pragma: no cover
+    m = len(ts)
+    out = np.zeros((m, 17), dtype=np.int64)
+    maxend = own_end.copy()
+    cur_s = np.full(m, -1, dtype=np.int64)  # the free piece being merged (for malloc_trim)
+    cur_e = np.full(m, -1, dtype=np.int64)
+    out[:, 12] = -1
+    mask = ~(page - 1)
+    for i in range(len(start)):
+        s = start[i]
+        e = s + chunk[i]
+        j = np.searchsorted(ts, opened[i])  # the first moment at or after it was opened
+        while j < m and ts[j] < until[i]:
+            if s + HEADER >= hi[j]:
+                j += 1
+                continue
+            gap = s - maxend[j]
+            if gap >= MINSIZE:
+                out[j, 1] += 1
+                out[j, 2] += gap
+                if gap > out[j, 3]:
+                    out[j, 3] = gap
+                ps = maxend[j]
+                if cur_e[j] == ps:
+                    cur_e[j] = s
+                else:
+                    if cur_s[j] >= 0:
+                        out[j, 15] += _pages(cur_s[j], cur_e[j], page, mask)
+                    cur_s[j], cur_e[j] = ps, s
+            elif gap > 0:
+                out[j, 4] += gap
+            live = closed[i] > ts[j]
+            if live:
+                out[j, 9] += size[i]
+                out[j, 10] += 1
+                out[j, 11] += chunk[i]
+                if e > out[j, 13]:
+                    out[j, 12] = i
+                    out[j, 13] = e
+                    out[j, 14] = gap if gap > 0 else 0
+            elif went[i] == fast_code:
+                out[j, 5] += chunk[i]
+                out[j, 6] += 1
+                if cur_e[j] == s:
+                    cur_e[j] = e
+                else:
+                    if cur_s[j] >= 0:
+                        out[j, 15] += _pages(cur_s[j], cur_e[j], page, mask)
+                    cur_s[j], cur_e[j] = s, e
+            elif went[i] == cached_code:
+                out[j, 7] += chunk[i]
+                out[j, 8] += 1
+            if e > maxend[j]:
+                maxend[j] = e
+            j += 1
+    for j in range(m):
+        out[j, 0] = maxend[j]
+        top_start = heap_end[j] if heap_end[j] < maxend[j] else maxend[j]
+        if cur_s[j] >= 0:
+            if cur_e[j] == top_start:  # a free piece touching the top merges with it
+                top_start = cur_s[j]
+            else:
+                out[j, 15] += _pages(cur_s[j], cur_e[j], page, mask)
+        out[j, 16] = top_start
+    return out
+
+
+@njit(cache=True, inline="always")
+def _pages(s: int, e: int, page: int, mask: int) -> int:  # pragma: no cover - compiled
+    aligned = (s + MALLOC_CHUNK_STRUCT + page - 1) & mask
+    return (e - aligned) & mask if e > aligned else 0
+
+
+def scan(start: np.ndarray, chunk: np.ndarray, opened: np.ndarray, until: np.ndarray, closed: np.ndarray,
+         went: np.ndarray, size: np.ndarray, ts: np.ndarray, hi: np.ndarray, own_end: np.ndarray,
+         heap_end: np.ndarray, page: int, cached_code: int, fast_code: int) -> dict[str, np.ndarray]:
+    """The figures of one heap at the moments ``ts`` (ascending): its chunks ``start`` (ascending),
+    ``chunk`` bytes, ``opened``/``until``/``closed`` times, ``went`` and requested ``size``; per
+    moment, chunks whose pointer is at or above ``hi`` are not in it (the main heap ends at the
+    break), glibc's own chunks end at ``own_end`` and the heap at ``heap_end``."""
+    out = _scan(start, chunk, opened, until, closed, went, size, ts, hi, own_end, heap_end, page,
+                cached_code, fast_code)
+    return {name: out[:, i] for name, i in _F.items()}
