@@ -18,7 +18,7 @@ exits.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -65,6 +65,7 @@ class Blocks:
     went: np.ndarray  # int8 BIN / CACHED / FAST once freed (occupancy)
     occupied_until: np.ndarray  # int64 ns: the chunk stays occupied (live, cached or in a fastbin) until then
     mismatches: int = 0  # calls glibc served other than the model expected (the figures are estimates then)
+    unmatched: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # frees of no traced block
 
     def __len__(self) -> int:
         return len(self.ptr)
@@ -80,6 +81,8 @@ def blocks(ev: Events) -> Blocks:
     op, closes = opens_and_closes(ev)
     ends = ended_by(op, closes, out_ptr[op], ptr_in[closes])
     cl = np.where(ends >= 0, closes[np.maximum(ends, 0)], -1) if len(closes) else np.full(len(op), -1)
+    matched = np.zeros(len(closes), dtype=bool)
+    matched[ends[ends >= 0]] = True
     ts = ev["ts"].astype(np.int64)
     tid = np.ascontiguousarray(ev["tid"])
     n = len(op)
@@ -90,6 +93,7 @@ def blocks(ev: Events) -> Blocks:
         close_kind=np.where(cl >= 0, k[np.maximum(cl, 0)], 0).astype(np.uint16),
         tcache_take=((k[op] == Kind.MALLOC) | (k[op] == Kind.NEW) | (resize[op] & (ptr_in[op] == 0))),
         went=np.full(n, BIN, dtype=np.int8), occupied_until=np.where(cl >= 0, ts[np.maximum(cl, 0)], NEVER),
+        unmatched=closes[~matched],
     )
     _mark_mmapped(ev, k, b, op)
     return b

@@ -28,7 +28,7 @@ import numpy as np
 from tracer import fields as ef
 from tracer.analysis import accounting
 from tracer.analysis import chunks as ch
-from tracer.analysis.allocmodel import ended_by, inherited, opens_and_closes
+from tracer.analysis.allocmodel import inherited
 from tracer.analysis.model import own_events
 from tracer.columns import Events
 from tracer.events import ALLOCATOR_KINDS, Kind
@@ -66,12 +66,8 @@ def unmatched(ev: Events, b: ch.Blocks, snapshot: dict[str, Any] | None,
     """The unmatched frees of one process (``ev`` from its last exec, ``b`` its blocks after
     :func:`tracer.analysis.chunks.occupancy`), by cause; ``snapshot``: the attach snapshot;
     ``from_parent``: the pointers of the blocks it got live from its parent at its fork."""
-    opens, closes = opens_and_closes(ev)
     ptr_in = ef.blocks.pointer_in(ev)
-    ends = ended_by(opens, closes, ef.blocks.pointer_out(ev)[opens], ptr_in[closes])
-    matched = np.zeros(len(closes), dtype=bool)
-    matched[ends[ends >= 0]] = True
-    rows = closes[~matched]
+    rows = b.unmatched
     if not len(rows):
         return Unmatched(0)
     freed = ptr_in[rows].astype(np.uint64)
