@@ -25,7 +25,7 @@ def _walked(b: ch.Blocks, steps: tuple, arena: np.ndarray, ev_tid: np.ndarray, c
     b = copy.deepcopy(b)
     ts, what, idx = steps
     if compiled:
-        mism = ch._walk(b, ts, what, idx, arena, ev_tid, **flags)
+        mism = ch._walk(b, np.arange(len(ts)), ts, what, idx, arena, ev_tid, **flags)
     else:
         mism = binwalk_reference.walk(b, ts.tolist(), what.tolist(), idx.tolist(), arena, ev_tid, **flags)
     return b.went.tolist(), b.occupied_until.tolist(), int(mism)
@@ -73,12 +73,15 @@ def test_compiled_walk_equals_the_reference_on_samples(path, monkeypatch) -> Non
     b = ch.blocks(ev)
     seen = {}
 
-    def capture(b, ts, what, idx, arena_of, ev_tid, tcache, fastbins):  # noqa: ANN001, ANN202
-        seen["args"] = (copy.deepcopy(b), (ts, what, idx), arena_of, ev_tid)
+    def capture(b, order, ts, what, idx, arena_of, ev_tid, tcache, fastbins):  # noqa: ANN001, ANN202
+        seen["args"] = (copy.deepcopy(b), (ts[order], what[order], idx[order]), arena_of, ev_tid)
         return 0
     monkeypatch.setattr(ch, "_walk", capture)
     ch.occupancy(b, ev, np.zeros(len(b), dtype=np.int64))
     monkeypatch.undo()
+    if "args" not in seen:  # no allocator calls (the strace backend): nothing to walk
+        assert len(b) == 0
+        return
     b0, steps, arena, ev_tid = seen["args"]
     assert _walked(b0, steps, arena, ev_tid, True, tcache=True, fastbins=True) == \
         _walked(b0, steps, arena, ev_tid, False, tcache=True, fastbins=True)

@@ -22,45 +22,48 @@ TABLE_MAX = 1 << 23  # thread ids below this (the kernel's pid_max is at most 2^
 
 
 @njit(cache=True, nogil=True)
-def walk(t: np.ndarray, what: np.ndarray, blk: np.ndarray, tbin: np.ndarray, fbin: np.ndarray, arg: np.ndarray,
-         tbin_tid: np.ndarray, fbin_arena: np.ndarray, ptr: np.ndarray, small_fast: np.ndarray,
-         take: np.ndarray, went: np.ndarray, until: np.ndarray, tcache: bool, fastbins: bool,
-         count: int, cached: int, fast: int, never: int) -> int:  # pragma: no cover - compiled
-    """Steps ``i`` in time order: ``what[i]`` of block ``blk[i]`` whose tcache bin is ``tbin[i]``
-    and fastbin ``fbin[i]``; for a consolidation ``arg[i]`` is the arena (or ``ALL_ARENAS``), for an
-    exit the thread. Sets ``went`` and ``until`` of the blocks; returns the mismatches (a chunk
-    handed out at another address than the bin's newest)."""
-    stack = np.empty((len(tbin_tid), count), dtype=np.int64)
-    depth = np.zeros(len(tbin_tid), dtype=np.int64)
-    head = np.full(len(fbin_arena), -1, dtype=np.int64)
+def walk(order: np.ndarray, t: np.ndarray, what: np.ndarray, idx: np.ndarray, cls: np.ndarray,
+         open_thread: np.ndarray, close_thread: np.ndarray, arena: np.ndarray, threads: np.ndarray,
+         arenas: int, ev_tid: np.ndarray, ptr: np.ndarray, small_fast: np.ndarray, take: np.ndarray,
+         went: np.ndarray, until: np.ndarray, tcache: bool, fastbins: bool, count: int, cached: int, fast: int,
+         never: int) -> int:  # pragma: no cover - compiled
+    """Steps ``order[0], order[1], ...``: step ``s`` is ``what[s]`` at ``t[s]`` of block ``idx[s]``
+    (for a consolidation, the block whose request or free consolidates, or -1 for all arenas; for
+    an exit, the exit's event, whose thread ``ev_tid`` gives). Per block: its size class, the
+    numbers of the threads that opened and closed it (``threads`` gives their ids), its arena.
+    Sets ``went`` and ``until`` of the blocks; returns the mismatches (a chunk handed out at
+    another address than the bin's newest)."""
+    stack = np.empty((len(threads) * CLASSES, count), dtype=np.int64)
+    depth = np.zeros(len(threads) * CLASSES, dtype=np.int64)
+    head = np.full(arenas * CLASSES, -1, dtype=np.int64)
     link = np.full(len(ptr), -1, dtype=np.int64)
     mismatches = 0
-    for s in range(len(t)):
-        w, i = what[s], blk[s]
+    for s in order:
+        w, i, now = what[s], idx[s], t[s]
         if w == FREE:
-            tb = tbin[s]
+            tb = close_thread[i] * CLASSES + cls[i]
             if tcache and depth[tb] < count:
                 stack[tb, depth[tb]] = i
                 depth[tb] += 1
                 went[i], until[i] = cached, never  # until it is taken again
             elif fastbins and small_fast[i]:
-                fb = fbin[s]
+                fb = arena[i] * CLASSES + cls[i]
                 link[i] = head[fb]
                 head[fb] = i
                 went[i], until[i] = fast, never
         elif w == HAND_OUT:  # from the tcache, else a fastbin, else elsewhere
-            tb = tbin[s]
+            tb = open_thread[i] * CLASSES + cls[i]
             if take[i] and depth[tb] > 0:
                 depth[tb] -= 1
                 j = stack[tb, depth[tb]]
-                until[j] = t[s]
+                until[j] = now
                 mismatches += ptr[j] != ptr[i]
                 continue
-            fb = fbin[s]
+            fb = arena[i] * CLASSES + cls[i]
             j = head[fb]
             if j >= 0:
                 head[fb] = link[j]
-                until[j] = t[s]
+                until[j] = now
                 mismatches += ptr[j] != ptr[i]
                 if tcache:  # the rest of that fastbin moves into the tcache
                     while head[fb] >= 0 and depth[tb] < count:
@@ -70,18 +73,20 @@ def walk(t: np.ndarray, what: np.ndarray, blk: np.ndarray, tbin: np.ndarray, fbi
                         depth[tb] += 1
                         went[m] = cached
         elif w == CONSOLIDATE:  # the arena's fastbin chunks become free chunks
+            a = arena[i] if i >= 0 else ALL_ARENAS
             for fb in range(len(head)):
-                if arg[s] == ALL_ARENAS or fbin_arena[fb] == arg[s]:
+                if a == ALL_ARENAS or fb // CLASSES == a:
                     j = head[fb]
                     while j >= 0:
-                        until[j] = t[s]
+                        until[j] = now
                         j = link[j]
                     head[fb] = -1
         else:  # a thread exited: its cached chunks go to the bins
+            tid = ev_tid[i]
             for tb in range(len(depth)):
-                if tbin_tid[tb] == arg[s]:
+                if threads[tb // CLASSES] == tid:
                     for d in range(depth[tb]):
-                        until[stack[tb, d]] = t[s]
+                        until[stack[tb, d]] = now
                     depth[tb] = 0
     return mismatches
 

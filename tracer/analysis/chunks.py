@@ -148,36 +148,24 @@ def occupancy(b: Blocks, ev: Events, arena_of: np.ndarray, tcache: bool = True, 
         (ev["ts"][exits].astype(np.int64), 3, bins.EXIT, exits),
     ]
     ts = np.concatenate([p[0] for p in parts])
-    if not len(ts):
+    if not len(ts) or not len(b):
         return
     what = np.concatenate([np.full(len(p[0]), p[2], dtype=np.int8) for p in parts])
     idx = np.concatenate([p[3] for p in parts])
+    del parts
     order = np.argsort(ts, kind="stable")  # the parts are in tie order already
-    ts, what, idx = ts[order], what[order], idx[order]
-    b.mismatches = _walk(b, ts, what, idx, arena_of, np.ascontiguousarray(ev["tid"]), tcache, fastbins)
+    b.mismatches = _walk(b, order, ts, what, idx, arena_of, np.ascontiguousarray(ev["tid"]), tcache, fastbins)
 
 
-def _walk(b: Blocks, ts: np.ndarray, what: np.ndarray, idx: np.ndarray, arena_of: np.ndarray,
+def _walk(b: Blocks, order: np.ndarray, ts: np.ndarray, what: np.ndarray, idx: np.ndarray, arena_of: np.ndarray,
           ev_tid: np.ndarray, tcache: bool, fastbins: bool) -> int:
-    """Tcache bins per thread and class, fastbins per arena and class, step by step in time order
+    """Tcache bins per thread and class, fastbins per arena and class, over the steps in ``order``
     (:func:`tracer.analysis.bins.walk`, compiled); returns the mismatches."""
-    if not len(ts) or not len(b):
-        return 0
-    chunk_step = what <= bins.HAND_OUT
-    i = np.where(chunk_step, idx, 0)
-    cls = (b.chunk[i] - MINSIZE) // 16
-    tid = np.where(what == bins.FREE, b.close_tid[i], b.open_tid[i]).astype(np.int64)
-    arena = arena_of[i].astype(np.int64)
-    tids, tid_no = bins.numbered(np.where(chunk_step, tid, tid[0]))
-    tbin = np.where(chunk_step, tid_no * bins.CLASSES + cls, 0)
-    fbin = np.where(chunk_step, arena * bins.CLASSES + cls, 0)
-    arenas = int(arena_of.max(initial=0)) + 1
-    consolidate = what == bins.CONSOLIDATE
-    arg = np.where(consolidate & (idx >= 0), arena_of[np.where(consolidate, np.maximum(idx, 0), 0)], 0)
-    arg[consolidate & (idx < 0)] = bins.ALL_ARENAS
-    ex = what == bins.EXIT
-    arg[ex] = ev_tid[idx[ex]].astype(np.int64)
-    return int(bins.walk(ts.astype(np.int64), what.astype(np.int8), i.astype(np.int64), tbin, fbin, arg,
-                         np.repeat(tids, bins.CLASSES), np.repeat(np.arange(arenas), bins.CLASSES),
-                         b.ptr.astype(np.int64), b.chunk <= FASTBIN_MAX_CHUNK, b.tcache_take, b.went,
-                         b.occupied_until, tcache, fastbins, TCACHE_COUNT, CACHED, FAST, NEVER))
+    small = b.chunk <= TCACHE_MAX_CHUNK
+    cls = np.where(small, (b.chunk - MINSIZE) // 16, 0).astype(np.int32)  # only small chunks take steps
+    threads, number = bins.numbered(np.concatenate([b.open_tid, b.close_tid]).astype(np.int64))
+    n = len(b)
+    return int(bins.walk(order, ts, what, idx, cls, number[:n], number[n:], arena_of, threads.astype(np.int64),
+                         int(arena_of.max(initial=0)) + 1, ev_tid, b.ptr, b.chunk <= FASTBIN_MAX_CHUNK,
+                         b.tcache_take, b.went, b.occupied_until, tcache, fastbins, TCACHE_COUNT, CACHED, FAST,
+                         NEVER))

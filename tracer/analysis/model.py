@@ -128,7 +128,8 @@ def _build(trace: Trace, pid: int) -> Timeline:
                               "shmem": [snap["rss"]["shmem"]], "anon_high": [snap["rss"]["anon"]]})
         rss = pd.concat([first, rss], ignore_index=True)
     ls = process_live(trace, pid)
-    live = pd.DataFrame({"ts": ls.ts.astype(np.int64), "live_bytes": ls.live_bytes, "live_blocks": ls.live_blocks})
+    live = pd.DataFrame({"ts": ls.ts.astype(np.int64), "live_bytes": ls.live_bytes, "live_blocks": ls.live_blocks},
+                        copy=False)  # no 2-D block: pandas would copy every column into one
     memory = _memory(breaks, anon, live, rss, t0)
     return Timeline(pid, t0, start_brk, breaks, mp, releases, rss, live, memory, ls.unmatched_frees, page)
 
@@ -231,7 +232,7 @@ def _releases(ev: Events, kind: np.ndarray, breaks: pd.DataFrame, page: int) -> 
     cols = {name: np.concatenate([np.asarray(p[i], dtype=t) for p in parts]) if parts else np.empty(0, dtype=t)
             for i, (name, t) in enumerate(zip(names, types, strict=True))}
     order = np.argsort(cols["ts"], kind="stable")
-    out = pd.DataFrame({name: col[order] for name, col in cols.items()})
+    out = pd.DataFrame({name: col[order] for name, col in cols.items()}, copy=False)
     out["inside"] = _enclosing_allocator_call(ev, out)
     return out
 
@@ -318,4 +319,4 @@ def _memory(breaks: pd.DataFrame, anon: pd.DataFrame, live: pd.DataFrame, rss: p
         out[name] = np.where(j >= 0, v[np.maximum(j, 0)], 0) if len(t) else np.zeros(len(ts), dtype=np.int64)
     out["footprint"] = out["heap"] + out["anon_mapped"]
     out["retained"] = out["footprint"] - out["live_bytes"]
-    return pd.DataFrame(out)
+    return pd.DataFrame(out, copy=False)  # the columns as they are (no copy into one 2-D block)
