@@ -5,9 +5,11 @@ heapline's header as JSON in the schema metadata key ``heapline``), one record b
 (at least once a second while recording), a last batch whose custom metadata key ``heapline.end``
 holds what is only known at the end (exit code, lost events, end time), then the footer.
 
-A recorder killed with SIGKILL leaves everything but the footer; :func:`open_trace` then reads
-the batches as an IPC stream and marks the trace ``complete=False``. Any other damage, or a file
-that is not a heapline trace, raises :class:`TraceFileError` with one sentence.
+A recorder killed with SIGKILL leaves everything but the footer; :func:`open_trace` reads every
+file as the IPC stream after the magic, so such a file gives its batches and ``complete=False``.
+Nothing of a file is trusted before :mod:`tracer.tracescan` (messages and sizes) and
+:mod:`tracer.tracecheck` (header, end record, schema, values) checked it: any other damage, or a
+file that is not a heapline trace, raises :class:`TraceFileError` with one sentence.
 
 The columns are those of ``tracer.events.EVENT_DTYPE`` (``ts``, ``dur``, ``pid``, ``tid``, ``kind``,
 ``aux``, ``cpu``, ``a0``..``a5``, ``ret``), with ``kind`` dictionary-encoded as its name ("brk",
@@ -27,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
+from tracer import tracecheck, tracescan
 from tracer.columns import Columns
 from tracer.errors import Exit, HeaplineError, TraceFileError
 from tracer.events import EVENT_DTYPE, SCHEMA_VERSION, Kind
@@ -79,17 +82,17 @@ def to_batch(events: np.ndarray | Columns, schema: pa.Schema) -> pa.RecordBatch:
 
 
 def columns_from_table(table: pa.Table) -> Columns:
-    """The events of a trace's Arrow table, a contiguous array per field."""
+    """The events of a trace's Arrow table, a contiguous array per field; raises
+    :class:`tracecheck.Damaged` for values no recording writes."""
     cols: dict[str, np.ndarray] = {}
     for name in EVENT_DTYPE.names:
         col = table.column(name)
         if name == "kind":
-            col = col.combine_chunks() if col.num_chunks else pa.chunked_array([], col.type).combine_chunks()
-            names = [str(v) for v in col.dictionary.to_pylist()] if len(col) else []
-            codes = np.array([int(Kind[n.upper()]) for n in names], dtype=np.uint16)
-            cols[name] = codes[col.indices.to_numpy(zero_copy_only=False)] if len(col) else np.zeros(0, np.uint16)
+            cols[name] = tracecheck.kind_codes(col)
         else:
+            tracecheck.no_empty_values(name, col)
             cols[name] = np.ascontiguousarray(col.to_numpy(), dtype=EVENT_DTYPE[name])
+    tracecheck.values(cols)
     return Columns(cols)
 
 
@@ -226,20 +229,6 @@ def _bad(path: str, why: str) -> TraceFileError:
     return TraceFileError(f"{path} is not a readable heapline trace: {why}")
 
 
-def _header_of(schema: pa.Schema, path: str) -> dict[str, Any]:
-    meta = schema.metadata or {}
-    if HEADER_KEY not in meta:
-        raise _bad(path, "it is an Arrow file but has no heapline header")
-    header = json.loads(meta[HEADER_KEY])
-    version = header.get("format_version")
-    if version not in READS_VERSIONS:
-        raise TraceFileError(
-            f"{path} is a heapline trace of format version {version}; this heapline reads versions "
-            f"{', '.join(map(str, READS_VERSIONS))}"
-        )
-    return header
-
-
 def open_trace(path: str) -> Trace:
     """Read a whole trace (events sorted by time). Raises TraceFileError with one sentence."""
     try:
@@ -253,57 +242,57 @@ def open_trace(path: str) -> Trace:
         raise TraceFileError(f"cannot read {path}: {e.strerror}") from e
     if not head.startswith(MAGIC):
         raise _bad(path, "it does not start with the Arrow file signature")
+    try:
+        with pa.memory_map(path) as src:
+            return _read(path, src.read_buffer())
+    except tracecheck.OtherVersion as e:
+        raise TraceFileError(
+            f"{path} is a heapline trace of format version {str(e.version)[:20]}; this heapline reads versions "
+            f"{', '.join(map(str, READS_VERSIONS))}"
+        ) from None
+    except tracecheck.Damaged as e:
+        raise _bad(path, str(e)) from None
+    except MemoryError:
+        raise TraceFileError(f"{path} is too large to read into the memory of this machine") from None
+    except (pa.ArrowException, ValueError) as e:  # damage the checks did not foresee: damage all the same
+        why = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise _bad(path, f"unexpected content ({why})") from e
+    except OSError as e:
+        raise TraceFileError(f"cannot read {path}: {e.strerror or e}") from e
+
+
+def _read(path: str, buf: pa.Buffer) -> Trace:
+    """The trace in ``buf`` (the whole file), read as the IPC stream after the file magic: its
+    messages checked first (tracer.tracescan, tracer.tracecheck), then decoded. A file with its
+    footer must be whole; one without (the recorder was killed) gives the batches before the first
+    that cannot be read."""
+    expected = arrow_schema(None)
+    found = tracescan.scan(buf, expected, HEADER_KEY, READS_VERSIONS)
+    listed = tracescan.footer_batches(buf, MAGIC)
+    finished = listed is not None
+    if finished and (not found.eos or listed != found.batches):
+        raise tracecheck.Damaged(f"its footer lists {listed:,} batches and {found.batches:,} can be read")
     batches: list[pa.RecordBatch] = []
     end: dict[str, Any] | None = None
-    notes: list[str] = []
-    complete = True
-    try:
-        reader = ipc.open_file(path)
-        schema = reader.schema
-        header = _header_of(schema, path)
-        for i in range(reader.num_record_batches):
-            batch, custom = reader.get_batch_with_custom_metadata(i)
-            batches.append(batch)
-            if custom is not None and END_KEY.encode() in custom:
-                end = json.loads(custom[END_KEY.encode()])
-    except TraceFileError:
-        raise
-    except (pa.ArrowInvalid, pa.ArrowException, OSError, ValueError):
-        complete = False
-        header, batches, end = _recover(path)
-        notes.append("the recording did not finish cleanly; the events written before it stopped were recovered")
-    if end is None and complete:
-        complete = False
-        notes.append("the trace has no end record")
-    table = pa.Table.from_batches(batches, schema=arrow_schema(None)) if batches else None
-    try:
-        events = columns_from_table(table) if table is not None else Columns.empty()
-    except (KeyError, pa.ArrowException) as e:
-        raise _bad(path, f"unexpected column content ({e})") from e
-    return Trace(path, header, end, events.sort_by_time_in_place(), complete, notes)
-
-
-def _recover(path: str) -> tuple[dict[str, Any], list[pa.RecordBatch], dict[str, Any] | None]:
-    """Read a footer-less file (recorder killed) as an IPC stream after the 8-byte file magic."""
-    size = os.path.getsize(path)
-    batches: list[pa.RecordBatch] = []
-    end = None
-    with pa.memory_map(path) as src:
-        src.seek(8)
+    reader = ipc.open_stream(pa.BufferReader(buf.slice(8, found.readable_end - 8)))
+    while True:
         try:
-            reader = ipc.open_stream(src)
+            batch, custom = reader.read_next_batch_with_custom_metadata()
+        except StopIteration:
+            break
         except (pa.ArrowInvalid, OSError) as e:
-            raise _bad(path, f"its schema is damaged ({size} bytes)") from e
-        header = _header_of(reader.schema, path)
-        schema = arrow_schema(None)
-        while True:
-            try:
-                batch, custom = reader.read_next_batch_with_custom_metadata()
-            except StopIteration:
-                break
-            except (pa.ArrowInvalid, OSError):
-                break  # the torn tail of an interrupted write
-            batches.append(batch.cast(schema) if batch.schema != schema else batch)
-            if custom is not None and END_KEY.encode() in custom:
-                end = json.loads(custom[END_KEY.encode()])
-    return header, batches, end
+            if finished:
+                why = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+                raise tracecheck.Damaged(f"its batch {len(batches) + 1} of {found.batches} is damaged ({why})") from e
+            break  # the torn tail of an interrupted write
+        batches.append(batch)
+        if custom is not None and END_KEY.encode() in custom:
+            end = tracecheck.end(custom[END_KEY.encode()])
+    notes: list[str] = []
+    if not finished:
+        notes.append("the recording did not finish cleanly; the events written before it stopped were recovered")
+    elif end is None:
+        notes.append("the trace has no end record")
+    table = pa.Table.from_batches(batches, schema=expected) if batches else None
+    events = columns_from_table(table) if table is not None else Columns.empty()
+    return Trace(path, found.header, end, events.sort_by_time_in_place(), finished and end is not None, notes)

@@ -7,7 +7,8 @@ import ast
 
 from helpers import ROOT
 
-CONTRACT = {f"tracer.{m}" for m in ("events", "fields", "columns", "tracefile", "decode", "errors", "units")}
+CONTRACT = {f"tracer.{m}" for m in ("events", "fields", "columns", "tracefile", "tracecheck", "tracescan",
+                                        "decode", "errors", "units")}
 CONTRACT |= {"tracer"}
 ROOMS = ("tracer.record", "tracer.analysis", "tracer.commands", "tracer.cli", "viz")
 
