@@ -9,19 +9,27 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from tracer.errors import Exit, HeaplineError
+from tracer.units import literal
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     help="Show how a process's memory moves between its allocator and the kernel, and why it stays.",
 )
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, emoji=False, soft_wrap=True)
 
 
-def _say(msg: str) -> None:
-    err.print(f"[dim]heapline:[/] {msg}")
+def _line(style: str, msg: str | Text) -> Text:
+    """``heapline: MSG`` as text, never markup: a message quotes paths and commands from the target,
+    shown with their control characters made visible (a Text is a command's own styled line)."""
+    return Text.assemble(("heapline:", style), " ", msg if isinstance(msg, Text) else literal(msg))
+
+
+def _say(msg: str | Text) -> None:
+    err.print(_line("dim", msg))
 
 
 def _run(verb: Callable[..., int | Any], *args: Any, **options: Any) -> None:
@@ -29,7 +37,7 @@ def _run(verb: Callable[..., int | Any], *args: Any, **options: Any) -> None:
     try:
         code = verb(_say, *args, **options)
     except HeaplineError as e:
-        err.print(f"[bold red]heapline:[/] {e.message}")
+        err.print(_line("bold red", e.message))
         raise typer.Exit(int(e.code)) from None
     raise typer.Exit(int(code or 0))
 
@@ -127,7 +135,7 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
-        err.print("[bold red]heapline:[/] interrupted")
+        err.print(_line("bold red", "interrupted"))
         sys.exit(int(Exit.INTERRUPTED))
 
 

@@ -1,4 +1,4 @@
-"""Humanized units, used only at the edges (CLI, HTML)."""
+"""Humanized units, and text from the target shown as text, used only at the edges (CLI, HTML)."""
 
 from __future__ import annotations
 
@@ -28,3 +28,25 @@ def human_rate(per_s: float) -> str:
         if per_s >= scale:
             return f"{per_s / scale:.1f} {unit}"
     return f"{per_s:.0f}/s"
+
+
+def _visible_table() -> dict[int, str]:
+    table = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}  # C0, DEL, C1
+    table |= {ord("\t"): "\\t", ord("\n"): "\\n", ord("\r"): "\\r"}
+    # the marks that reorder or hide text (bidi overrides and isolates, zero-width marks)
+    table |= {c: f"\\u{c:04x}" for c in (0x200B, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A),
+                                          0xFEFF)}
+    # bytes that were not UTF-8 (a command line or path decoded with surrogateescape): the byte itself;
+    # other lone surrogates (no text can be written with them) as their code
+    table |= {c: f"\\x{c - 0xDC00:02x}" if 0xDC80 <= c < 0xDD00 else f"\\u{c:04x}" for c in range(0xD800, 0xE000)}
+    return table
+
+
+_VISIBLE = _visible_table()
+
+
+def literal(text: object) -> str:
+    """``text`` as it is, with every control character made visible the way Python writes it in a
+    string (ESC is ``\\x1b``, a newline ``\\n``): what the target wrote (its command line, paths,
+    names) never reaches the terminal as escapes, and is printed as text, never as markup."""
+    return str(text).translate(_VISIBLE)

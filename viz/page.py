@@ -19,12 +19,15 @@ from typing import Any
 
 import numpy as np
 
+from tracer.units import literal
+
 STATIC = Path(__file__).resolve().parent / "static"
 
 
 def esc(value: object) -> str:
-    """Text for HTML content or a quoted attribute."""
-    return html.escape(str(value), quote=True)
+    """Text for HTML content or a quoted attribute, its control characters made visible
+    (:func:`tracer.units.literal`, the rule of every output)."""
+    return html.escape(literal(value), quote=True)
 
 
 def pack(obj: Any, seen: dict[int, int] | None = None) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
@@ -112,3 +113,27 @@ def test_ptrace_refused_is_said_as_such(tmp_path) -> None:
     finally:
         target.kill()
         subprocess.run(["rm", "-f", "/tmp/heapline-nobody.trace"])
+
+
+@needs_root
+def test_record_shows_what_came_from_the_target_as_text(tmp_path) -> None:
+    """An output path and a command line that are markup and terminal escapes (heapline issue 13):
+    the status lines and the error sentence show them as text, ESC as \\x1b."""
+    from tracer.units import literal
+
+    def visible(text: str) -> bool:
+        return "\x1b" not in text and "\x07" not in text
+
+    where = tmp_path / "d[" / "b]"  # d[/b]/t.trace
+    where.mkdir(parents=True)
+    out = str(where / "t.trace")
+    argv = ["/bin/echo", "x=[...]; del x", "[bold]b[/bold]", "\x1b]0;PWNED\x07\x1b[2J"]
+    r = run_heapline("record", "-o", out, "--", *argv, env={**os.environ, "COLUMNS": "400"})
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert f"heapline: wrote {out}: " in r.stderr and visible(r.stderr)
+    r = run_heapline("summary", out, env={**os.environ, "COLUMNS": "400"})
+    assert r.returncode == 0 and visible(r.stdout)
+    assert "'x=[...]; del x' '[bold]b[/bold]' '\\x1b]0;PWNED\\x07\\x1b[2J'" in r.stdout.splitlines()[0]
+    missing = "./no\x1b[2J[/b]"
+    r = run_heapline("record", "-o", str(tmp_path / "x.trace"), "--", missing)
+    assert r.returncode == 127 and r.stderr == f"heapline: command not found: {literal(missing)}\n"

@@ -11,8 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-Say = Callable[[str], None]
+from rich.text import Text
+
+#: what a command says: plain text (printed as it is: control characters made visible, no markup),
+#: or a Text the command styled itself from literal parts
+Say = Callable[[str | Text], None]
 
 
-def quiet(_: str) -> None:
+def quiet(_: str | Text) -> None:
     """A ``say`` that says nothing."""

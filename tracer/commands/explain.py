@@ -54,7 +54,7 @@ def run(say: Say, trace: str, at: float | None = None, as_json: bool = False, pi
         json.dump(out, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
-    console = Console(highlight=False)
+    console = Console(highlight=False, emoji=False)
     print_accounting(out["accounting"], console)
     if out["findings"]:
         print_findings(out["findings"], console, int(t.meta["pid"]))

@@ -6,9 +6,12 @@ import math
 import os
 from typing import Any
 
+from rich.text import Text
+
 from tracer.commands.base import Say
 from tracer.errors import Exit, HeaplineError
 from tracer.record.session import Request, record
+from tracer.units import literal
 
 
 def target_env(items: list[str] | None) -> dict[str, str] | None:
@@ -52,8 +55,8 @@ def run(say: Say, html: str | None = None, env: list[str] | None = None, **optio
     req = Request(env=target_env(env), **options)
     result = record(req, say)
     if not req.quiet:
-        lost = f", [bold red]{result.lost:,} lost[/]" if result.lost else ", none lost"
-        say(f"wrote {req.output}: {result.events:,} events ({result.backend}){lost}")
+        lost = (f"{result.lost:,} lost", "bold red") if result.lost else "none lost"
+        say(Text.assemble(f"wrote {literal(req.output)}: {result.events:,} events ({result.backend}), ", lost))
         if result.interrupted:
             say("stopped by interrupt; the trace is complete up to that moment")
     if html:

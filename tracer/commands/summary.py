@@ -21,7 +21,7 @@ def run(say: Say, trace: str, as_json: bool = False, all_processes: bool = False
         json.dump(s, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        print_summary(s, Console(highlight=False))
+        print_summary(s, Console(highlight=False, emoji=False))
     for note in s["trace"]["notes"]:
         say(note)
     return 0

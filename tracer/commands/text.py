@@ -6,11 +6,18 @@ import shlex
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from tracer.analysis.explain import condensed
 from tracer.decode import RELEASE_ADVICE, advice_value
-from tracer.units import human_bytes
+from tracer.units import human_bytes, literal
+
+
+def _t(value: object) -> str:
+    """What the trace says (the command, paths, names, findings' messages) inside a line of markup:
+    shown as it is, its control characters made visible, no markup of its own."""
+    return escape(literal(value))
 
 
 def _addr(v: int) -> str:
@@ -21,17 +28,17 @@ def print_summary(s: dict[str, Any], console: Console) -> None:
     t = s["target"]
     mode = "attached to" if t["attached"] else "launched"
     code = "" if t["exit_code"] is None else f", exit code {t['exit_code']}"
-    console.print(f"[bold]{shlex.join(t['command'])}[/] ({mode} pid {t['pid']}{code}), {s['duration_s']:.3f} s")
+    console.print(f"[bold]{_t(shlex.join(t['command']))}[/] ({mode} pid {t['pid']}{code}), {s['duration_s']:.3f} s")
     tr = s["trace"]
     ev = s["events"]
     lost = f"[bold red]{ev['lost']:,} lost[/]" if ev["lost"] else "none lost"
     missed = s["alloc"].get("unmatched", {}).get("unexplained", 0)
     if missed:
         lost += f", [bold red]{missed:,} frees of blocks never seen allocated (allocator calls missed)[/]"
-    console.print(f"{ev['total']:,} events via {tr['backend']}, {lost}")
+    console.print(f"{ev['total']:,} events via {_t(tr['backend'])}, {lost}")
     if tr.get("libc"):
         lib = tr["libc"]
-        console.print(f"libc: {lib.get('version') or 'unknown'} ({lib.get('path')}, {lib.get('source')})")
+        console.print(f"libc: {_t(lib.get('version') or 'unknown')} ({_t(lib.get('path'))}, {_t(lib.get('source'))})")
 
     calls = "  ".join(f"{k} [bold]{v:,}[/]" for k, v in ev["by_kind"].items())
     # the target's programs (a launched one's first exec is its launch); not with --all-processes
@@ -77,16 +84,17 @@ def print_summary(s: dict[str, Any], console: Console) -> None:
         return
     if not a.get("traced"):
         reason = (a.get("allocator") or {}).get("reason") or "not traced"
-        console.print(f"allocator calls: not traced ({reason})")
+        console.print(f"allocator calls: not traced ({_t(reason)})")
         return
     lib = a.get("allocator") or {}
     made = {k: v for k, v in a["calls"].items() if v}
     total = sum(made.values())
     listing = "  ".join(f"{k} [bold]{v:,}[/]" for k, v in made.items()) or "none"
     which = "allocator calls of the last program" if programs > 1 else "allocator calls"
-    console.print(f"{which} ({lib.get('family', '?')}, {lib.get('library', '?')}): {total:,}: {listing}")
+    console.print(f"{which} ({_t(lib.get('family', '?'))}, {_t(lib.get('library', '?'))}): {total:,}: {listing}")
     for o in a.get("other_allocators", []):
-        console.print(f"  not traced: pid {o['pid']} ({o['program']}) gets malloc from {o['library']} ({o['family']})")
+        console.print(f"  not traced: pid {o['pid']} ({_t(o.get('program'))}) gets malloc from {_t(o.get('library'))} "
+                      f"({_t(o.get('family'))})")
     if a.get("added_time_s") is not None:
         console.print(
             f"tracing them added about {a['added_time_s']:.3f} s to the run "
@@ -152,5 +160,5 @@ def print_findings(findings: list[dict[str, Any]], console: Console, root: int) 
         return
     console.print("[bold]findings[/]")
     for f in condensed(findings, root):
-        console.print(f"  [bold]{f['code']}[/]: {f['message']}", soft_wrap=True)
+        console.print(f"  [bold]{_t(f['code'])}[/]: {_t(f['message'])}", soft_wrap=True)
 

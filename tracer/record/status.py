@@ -27,7 +27,7 @@ class StatusLine:
     def __init__(self, pid: int, enabled: bool) -> None:
         self.pid = pid
         self.enabled = enabled
-        self.console = Console(file=sys.stderr, highlight=False)
+        self.console = Console(file=sys.stderr, highlight=False, emoji=False)
         self.t0 = time.monotonic()
         self.events = 0
         self.brk: int | None = None
