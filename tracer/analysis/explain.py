@@ -282,7 +282,8 @@ def _kept(trace: Trace, tl: Timeline, ev: Events, family: str | None) -> list[Fi
                      f"{_kib(int(by['bytes'].sum()))} ({', '.join(sorted(set(by['call'])))})")
         else:
             after = account(trace, ph.end, tl.pid)
-            grew = after["heap"]["live_requested"] > ph.accounting["heap"]["live_requested"]
+            # a moment with no main heap has no live_requested (accounting's fallback heap)
+            grew = after["heap"].get("live_requested", 0) > ph.accounting["heap"].get("live_requested", 0)
             ended = "then allocated again" if grew else "then released"
         h = ph.accounting["heap"]
         out.append(Finding(
