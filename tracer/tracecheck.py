@@ -186,6 +186,7 @@ FIELDS: dict[str, Rule] = {
     "collector_cpu_s": optional(number(0, 1e12)),
     "writer_cpu_s": optional(number(0, 1e12)),
     "libc": optional(obj({"path": TEXT, "version": TEXT, "source": TEXT})),
+    "notes": optional(listing(string)),
 }
 REQUIRED_HEADER = ("format_version", "pid")
 
