@@ -10,7 +10,7 @@ APT_PKGS   := python3-bpfcc python3-venv strace gcc g++ make linux-headers-$(she
 BENCH_PKGS := ltrace heaptrack
 SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test deps system-deps bench-deps bench venv workloads lint clean
+.PHONY: demo test deps system-deps bench-deps bench venv workloads lint clean plotly
 
 demo: deps workloads
 	@mkdir -p out
@@ -58,6 +58,16 @@ venv: $(VENV)/.done
 workloads:
 	$(MAKE) -s -C workloads
 	$(MAKE) -s -C workloads/scenarios
+
+# the plotly.js partial bundle the report inlines, vendored in viz/static with its licence (needs npm;
+# nothing else does)
+PLOTLY_VERSION ?= 4.1.1
+plotly:
+	@tmp=$$(mktemp -d) && cd $$tmp && npm pack -q plotly.js-basic-dist-min@$(PLOTLY_VERSION) >/dev/null && \
+	tar xzf plotly.js-basic-dist-min-$(PLOTLY_VERSION).tgz && \
+	cp package/plotly-basic.min.js $(CURDIR)/viz/static/plotly-basic.min.js && \
+	cp package/LICENSE $(CURDIR)/viz/static/plotly-basic.LICENSE && rm -rf $$tmp
+	@head -2 viz/static/plotly-basic.min.js | tail -1
 
 lint: venv
 	$(PY) -m ruff check tracer viz tests bench

@@ -82,7 +82,7 @@ def test_report_of_each_sample(name: str, tmp_path) -> None:
                  meta["libc"]["version"], "lost events"):
         assert text in page, text
     # self-contained: plotly.js inlined, nothing fetched, a CSP that allows nothing remote
-    assert "plotly.js v" in page
+    assert "plotly.js (basic - minified) v" in page and "plotly.js v" not in page  # the partial bundle
     assert not re.search(r"<script[^>]+src=", page) and not re.search(r"<link[^>]+href=", page)
     assert "Content-Security-Policy" in page and "default-src 'none'" in page
     fig = figure(page)
@@ -318,6 +318,22 @@ def test_compare_side_by_side(tmp_path) -> None:
         if "live" in t["meta"]:  # the footprint's hover finds the live bytes of its own run
             live = fig["data"][t["meta"]["live"]]
             assert live["meta"]["series"] == "live_bytes" and live["yaxis"] == t["yaxis"]
+
+
+def test_figures_use_only_the_bundled_trace_types(tmp_path) -> None:
+    """The page inlines plotly.js's basic bundle: a trace type it lacks would not be drawn."""
+    from viz.page import PLOTLY, PLOTLY_TRACES, STATIC
+
+    used: set[str] = set()
+    for name in ("phases", "forker", "scenario-threads", "scenario-mmap-threshold"):
+        write_report(TRACES / f"{name}.trace", tmp_path / "r.html")
+        used |= {t["type"] for t in figure((tmp_path / "r.html").read_text())["data"]}
+    for stack in (False, True):
+        write_compare([TRACES / "phases.trace", TRACES / "forker.trace"], tmp_path / "c.html", stack=stack)
+        used |= {t["type"] for t in figure((tmp_path / "c.html").read_text())["data"]}
+    assert used == {"scatter", "bar"} and used <= set(PLOTLY_TRACES)
+    assert (STATIC / PLOTLY).stat().st_size < 1_300_000
+    assert "MIT License" in (STATIC / "plotly-basic.LICENSE").read_text()
 
 
 def test_commands(tmp_path) -> None:

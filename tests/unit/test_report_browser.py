@@ -22,6 +22,7 @@ from tracer.analysis.model import build
 from tracer.commands import report as report_cmd
 from tracer.tracefile import open_trace
 from viz.compare import write_compare
+from viz.page import PLOTLY_TRACES
 from viz.report import write_report
 
 pytestmark = pytest.mark.skipif(chromium_path() is None,
@@ -85,6 +86,8 @@ def test_report_renders_its_panels(browser, phases_html, tmp_path) -> None:
     page = render(browser, phases_html)
     try:
         assert page.problems() == []
+        # the inlined partial bundle registers exactly the trace types viz.page lists
+        assert sorted(page.eval("Object.keys(Plotly.PlotSchema.get().traces)")) == sorted(PLOTLY_TRACES)
         assert page.eval(f"{FIG}._fullLayout._subplots.cartesian") == ["xy", "x2y2", "x3y3"]
         series = page.eval(f"{FIG}.data.filter(t => t.meta.panel === 'memory').map(t => t.meta.series)")
         assert series == ["heap", "anon_mapped", "rss_anon", "live_bytes", "retained", "footprint"]
