@@ -22,6 +22,7 @@ HEAPLINE = [sys.executable, "-m", "tracer.cli", "record", "-q"]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
+JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
 SCENARIO_SAMPLES: list[tuple[str, tuple[str, ...], dict[str, str]]] = [
     ("tiny-mallocs", ("20000",), {}),
     ("tiny-mallocs", ("20000", "pin"), {}),
@@ -36,7 +37,11 @@ SCENARIO_SAMPLES: list[tuple[str, tuple[str, ...], dict[str, str]]] = [
     ("realloc-grow", (), {}),
     ("fork-exit", (), {}),
     ("reuse", ("20000",), {}),
+    ("allocators", (), {}),
+    ("allocators", (), {"LD_PRELOAD": JEMALLOC}),
 ]
+#: a sample whose command line is another's, told apart by its environment
+LABELS = {JEMALLOC: "jemalloc"}
 
 
 def launch(name: str, backend: str, *argv: str, env: dict[str, str] | None = None) -> None:
@@ -78,7 +83,8 @@ def main() -> None:
     subprocess.run(["make", "-s", "-C", str(ROOT / "workloads" / "scenarios")], check=True)
     for name, args, env in SCENARIO_SAMPLES:
         shutil.copy2(ROOT / "workloads" / "scenarios" / "bin" / name, WORK / name)
-        launch("-".join(["scenario", name, *args]), "bpf", f"./{name}", *args, env=env)
+        label = [LABELS[v] for v in env.values() if v in LABELS]
+        launch("-".join(["scenario", name, *args, *label]), "bpf", f"./{name}", *args, env=env)
     shutil.rmtree(WORK)
 
 
