@@ -1,9 +1,11 @@
 """The HTML report of one trace (``heapline report``, ``heapline record --html``).
 
 :func:`write_report` reads a trace (or takes an open one), builds the timeline model and writes
-one self-contained page: a header (command, pid, duration, backend, lost events, kernel, libc),
-the key figures, memory over time, the event lane and the address-space map on one shared time
-axis, and, when findings are given, each finding linked to its moment on that axis.
+one self-contained page: the command, then, when findings are given, the verdict
+(tracer.analysis.verdict: one line per phase that kept memory and one for the end, largest first,
+each zooming the charts to its span), the recording's details folded (pid, duration, backend, lost
+events, kernel, libc), the key figures, memory over time, the event lane and the address-space map
+on one shared time axis, and each finding linked to its moment on that axis.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 from tracer.analysis.explain import condensed
 from tracer.analysis.model import Timeline, build
+from tracer.analysis.verdict import Line, verdict
 from tracer.errors import Exit, HeaplineError
 from tracer.tracefile import Trace, open_trace
 from tracer.units import human_bytes, human_ns
@@ -122,7 +125,8 @@ def findings_html(findings: list[dict[str, Any]], t0: int) -> str:
             f"<ol class=\"findings\">{''.join(items)}</ol></section>")
 
 
-def header_html(trace: Trace, tl: Timeline, t0: int, end: int) -> str:
+def header_html(trace: Trace, tl: Timeline, t0: int, end: int) -> tuple[str, str]:
+    """The page's title (command, pid, duration, backend) and the recording's details, folded."""
     meta = trace.meta
     command = shlex.join(str(a) for a in meta.get("command") or []) or "(unknown command)"
     mode = "attached to" if meta.get("attached") else "launched"
@@ -154,9 +158,29 @@ def header_html(trace: Trace, tl: Timeline, t0: int, end: int) -> str:
         ("trace", esc(os.path.basename(trace.path))
          + ("" if trace.complete else " <span class=\"bad\">incomplete</span>")),
     ]
-    return (f"<header><h1>heapline: <code>{esc(command)}</code></h1>"
-            f"<p class=\"sub\">pid {tl.pid} · {esc(human_ns(end - t0))} · {esc(backend.get('name') or '?')}</p>"
-            f"<div class=\"grid\">{table(left)}{table(right)}</div></header>")
+    title = (f"<header><h1>heapline: <code>{esc(command)}</code></h1>"
+             f"<p class=\"sub\">pid {tl.pid} · {esc(human_ns(end - t0))} · {esc(backend.get('name') or '?')}"
+             + (" · <span class=\"bad\">events lost</span>" if lost else "") + "</p></header>")
+    details = (f"<details id=\"recording\"><summary>The recording: command, pid, events, backend, allocator, "
+               f"kernel, libc</summary><div class=\"grid\">{table(left)}{table(right)}</div></details>")
+    return title, details
+
+
+def verdict_html(lines: list[Line], t0: int) -> str:
+    """The verdict: each line a button that zooms the charts to its span, then the findings it rests on."""
+    if not lines:
+        return ""
+    items = []
+    for ln in lines:
+        a, b = (ln.start - t0) / 1e9, (ln.end - t0) / 1e9
+        refs = "".join(f"<a href=\"#finding-{n}\" class=\"ref\">{esc(c)}</a>"
+                       for n, c in zip(ln.findings, ln.codes, strict=True))
+        items.append(f"<li class=\"v {ln.kind} {ln.weight}\" data-codes=\"{esc(' '.join(ln.codes))}\" "
+                     f"data-bytes=\"{ln.bytes}\"><button type=\"button\" class=\"vline\" data-span=\"{a!r},{b!r}\" "
+                     f"data-figure=\"0\" title=\"zoom the charts to this span\">{esc(ln.text)}</button>"
+                     f"<span class=\"refs\">{refs}</span></li>")
+    return (f"<section id=\"verdict\" aria-label=\"verdict\"><ol class=\"verdict\">{''.join(items)}</ol>"
+            "</section>")
 
 
 def _lost_detail(meta: dict[str, Any]) -> str:
@@ -227,8 +251,10 @@ def build_report(trace: Trace, findings: Sequence[dict[str, Any]] | None = None)
     moments = [Moment(f["number"], f["ts"], f["code"]) for f in found if f["ts"] is not None]
     fig, info = timeline_figure(trace, tl, moments)
     k = key_figures(tl)
+    lines = verdict(found, tl.pid, t0, end)
+    title, details = header_html(trace, tl, t0, end)
     body = "".join([
-        "<main>", header_html(trace, tl, t0, end),
+        "<main>", title, verdict_html(lines, t0), details,
         "<section id=\"figures\"><h2>Key figures</h2>", figures_html(k, info["live"]), "</section>",
         notes_html(trace, tl, info),
         "<section id=\"timeline\"><h2>Timeline</h2>", reduction_html(info),
@@ -252,6 +278,7 @@ def build_report(trace: Trace, findings: Sequence[dict[str, Any]] | None = None)
         "memory_points": info["memory"]["points"], "lane_markers": info["lane"]["markers"],
         "mappings": info["map"]["mappings"], "mapping_bars_dropped": info["map"]["bars_dropped"],
         "releases": info["map"]["releases"], "figures": k, "traces": [t.get("name") for t in fig["data"]],
+        "verdict": [ln.to_json() for ln in lines],
     }
     return html_text, built
 

@@ -261,3 +261,74 @@ def test_large_trace_renders_reduced(browser, tmp_path) -> None:
         assert page.eval(f"Math.max(...{FIG}.data[{i}].y)") == tl.memory["live_bytes"].max()
     finally:
         page.close()
+
+
+FIRST_SCREEN = (1280, 800)
+#: the scenarios' samples and what each is about (workloads/scenarios/README.md): the codes the verdict's
+#: first line rests on, and words it says
+DOMINANT = {
+    "scenario-tiny-mallocs-20000": (["GIVEN_BACK_WHILE_RUNNING", "RELEASED_BY_TRIM", "RETURNED_AT_EXIT"],
+                                    "inside malloc_trim at 0.401 s"),
+    "scenario-tiny-mallocs-20000-pin": (["GIVEN_BACK_WHILE_RUNNING", "RELEASED_BY_TRIM", "RETURNED_AT_EXIT"],
+                                        "inside malloc_trim at 0.438 s"),
+    "scenario-free-and-sbrk-1000-10240-2": (["MEMORY_KEPT_AFTER_FREE"], "in free chunks between live blocks"),
+    "scenario-free-and-sbrk-1000-10240-1-500-1000": (["MEMORY_KEPT_AFTER_FREE"], "free from 0.169 s gave back"),
+    "scenario-free-and-sbrk-1000-10240-1-1-999": (["MEMORY_KEPT_AFTER_FREE", "BRK_PINNED_BY_LIVE_CHUNK"],
+                                                  "pins the break"),
+    "scenario-threads": (["MEMORY_KEPT_AFTER_FREE", "ARENA_RETAINED"], "in thread-arena heaps"),
+    "scenario-allocators": (["MEMORY_KEPT_AFTER_FREE", "FREED_NOT_CONSOLIDATED"], "not merged into free space"),
+    "scenario-allocators-jemalloc": (["RETURNED_AT_EXIT"], "went back at its exit"),
+}
+VERDICT = """Array.from(document.querySelectorAll('#verdict .v')).map(e => { const r = e.getBoundingClientRect();
+  return {cls: e.className, codes: e.dataset.codes.split(' '), text: e.querySelector('.vline').textContent,
+          bottom: r.bottom, span: e.querySelector('.vline').dataset.span.split(',').map(Number),
+          size: parseFloat(getComputedStyle(e).fontSize), weight: +getComputedStyle(e).fontWeight,
+          border: getComputedStyle(e).borderLeftColor}; })"""
+
+
+@pytest.fixture(scope="module")
+def small_screen():
+    with Browser(width=FIRST_SCREEN[0], height=FIRST_SCREEN[1]) as b:
+        yield b
+
+
+@pytest.mark.parametrize("name", list(DOMINANT))
+def test_verdict_first_line_is_on_the_first_screen(small_screen, name, tmp_path) -> None:
+    out = tmp_path / f"{name}.html"
+    built = report_cmd.report(str(TRACES / f"{name}.trace"), str(out))
+    page = render(small_screen, out)
+    try:
+        assert page.problems() == []
+        lines = page.eval(VERDICT)
+        assert len(lines) == len(built["verdict"]) and lines[0]["text"] == built["verdict"][0]["text"]
+        codes, words = DOMINANT[name]
+        first = lines[0]
+        assert first["codes"] == codes and words in first["text"] and "major" in first["cls"]
+        assert page.eval("window.scrollY") == 0 and first["bottom"] <= FIRST_SCREEN[1]
+        # weighted: a minor line (the top of the heap glibc keeps) is smaller, lighter and not red
+        for ln in lines[1:]:
+            if "minor" in ln["cls"]:
+                assert ln["size"] < first["size"] and ln["weight"] < first["weight"]
+                if "kept" in first["cls"]:
+                    assert ln["border"] != first["border"]
+        # the details of the recording are folded
+        assert page.eval("document.querySelector('details#recording').open") is False
+        page.screenshot(tmp_path / f"{name}.png", full_page=False)
+        assert (tmp_path / f"{name}.png").stat().st_size > 20_000
+        if name == "scenario-allocators":
+            docs = ROOT / "docs" / "first-screen.png"
+            if os.environ.get("HEAPLINE_UPDATE_DOCS") == "1" or not docs.exists():
+                shutil.copyfile(tmp_path / f"{name}.png", docs)
+        # clicking the line zooms every panel to its span
+        a, b = first["span"]
+        box = page.eval("(() => { const r = document.querySelector('#verdict .vline').getBoundingClientRect();"
+                        " return {x: r.left + 20, y: r.top + r.height / 2}; })()")
+        page.click(box["x"], box["y"])
+        page.wait_for("document.querySelector('#verdict .v.active') !== null", timeout=5)
+        page.b.pump(0.5)
+        lo, hi = page.eval(f"{FIG}._fullLayout.xaxis.range")
+        assert lo <= a and b <= hi and hi - lo <= (b - a) * 1.3 + 1e-4
+        assert page.eval(f"{FIG}._fullLayout.xaxis3.range") == [lo, hi]
+        assert page.problems() == []
+    finally:
+        page.close()

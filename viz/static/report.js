@@ -171,6 +171,20 @@
       gd.scrollIntoView({ block: "start", behavior: "smooth" });
     });
   });
+  /* a verdict line: the charts zoomed to its span, a little wider */
+  document.querySelectorAll("[data-span]").forEach(function (btn) {
+    btn.addEventListener("click", function () {
+      var gd = state.figures[+btn.dataset.figure || 0];
+      if (!gd) return;
+      var ab = btn.dataset.span.split(",").map(Number), a = ab[0], b = ab[1];
+      var pad = Math.max((b - a) * 0.1, 2e-5);
+      document.querySelectorAll(".v.active").forEach(function (e) { e.classList.remove("active"); });
+      var item = btn.closest(".v");
+      if (item) item.classList.add("active");
+      Plotly.relayout(gd, { "xaxis.range": [Math.max(a - pad, 0), b + pad] });
+      gd.scrollIntoView({ block: "start", behavior: "smooth" });
+    });
+  });
   document.querySelectorAll("[data-reset]").forEach(function (btn) {
     btn.addEventListener("click", function () {
       var gd = state.figures[+btn.dataset.figure || 0];
