@@ -88,11 +88,12 @@ def report(
     output: str | None = typer.Option(None, "-o", "--output", help="HTML file (default: TRACE with .html)."),
     findings: str | None = typer.Option(None, "--findings", help="Findings JSON to show instead of explaining."),
     no_findings: bool = typer.Option(False, "--no-findings", help="Leave the findings out."),
+    pid: int | None = typer.Option(None, "--pid", help="Draw this traced process (default: the traced one)."),
 ) -> None:
     """Write one self-contained interactive HTML timeline of a trace."""
     from tracer.commands import report as cmd
 
-    _run(cmd.run, trace, output, findings, no_findings=no_findings)
+    _run(cmd.run, trace, output, findings, no_findings=no_findings, pid=pid)
 
 
 @app.command()

@@ -19,6 +19,7 @@ class Exit(IntEnum):
     NO_STRACE = 14
     PID_NOT_FOUND = 20
     NOT_PERMITTED = 21  # the kernel will not let heapline read or trace that process
+    PID_NOT_IN_TRACE = 22  # report/explain --pid: the trace has no events of that process
     BAD_TRACE = 65
     OUTPUT_NOT_WRITABLE = 73
     NOT_EXECUTABLE = 126

@@ -129,8 +129,10 @@ def header_html(trace: Trace, tl: Timeline, t0: int, end: int) -> tuple[str, str
     """The page's title (command, pid, duration, backend) and the recording's details, folded."""
     meta = trace.meta
     command = shlex.join(str(a) for a in meta.get("command") or []) or "(unknown command)"
-    mode = "attached to" if meta.get("attached") else "launched"
-    code = meta.get("exit_code")
+    root = int(meta.get("pid") or tl.pid)
+    child = tl.pid != root
+    mode = (f"traced as a child of pid {root}" if child else "attached to" if meta.get("attached") else "launched")
+    code = None if child else meta.get("exit_code")  # the traced process's; a child's is in its findings
     start = meta.get("start_realtime_ns")
     started = datetime.fromtimestamp(start / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if start else "unknown"
     backend = meta.get("backend") or {}
@@ -144,7 +146,7 @@ def header_html(trace: Trace, tl: Timeline, t0: int, end: int) -> tuple[str, str
     ev = trace.columns
     mine = int((ev["pid"] == tl.pid).sum())
     left = [
-        ("command", f"<code>{esc(command)}</code>"),
+        ("command", f"<code>{esc(command)}</code>" + (esc(f" (pid {root}'s)") if child else "")),
         ("pid", esc(f"{tl.pid} ({mode}" + (f", exit code {code})" if code is not None else ")"))),
         ("duration", esc(f"{human_ns(end - t0)} (recorded {started})")),
         ("events", esc(f"{len(ev):,}" + (f" ({mine:,} of pid {tl.pid})" if mine != len(ev) else ""))),
@@ -158,7 +160,8 @@ def header_html(trace: Trace, tl: Timeline, t0: int, end: int) -> tuple[str, str
         ("trace", esc(os.path.basename(trace.path))
          + ("" if trace.complete else " <span class=\"bad\">incomplete</span>")),
     ]
-    title = (f"<header><h1>heapline: <code>{esc(command)}</code></h1>"
+    name = (f"pid {tl.pid}, a child of <code>{esc(command)}</code>" if child else f"<code>{esc(command)}</code>")
+    title = (f"<header><h1>heapline: {name}</h1>"
              f"<p class=\"sub\">pid {tl.pid} · {esc(human_ns(end - t0))} · {esc(backend.get('name') or '?')}"
              + (" · <span class=\"bad\">events lost</span>" if lost else "") + "</p></header>")
     details = (f"<details id=\"recording\"><summary>The recording: command, pid, events, backend, allocator, "
@@ -243,9 +246,10 @@ def notes_html(trace: Trace, tl: Timeline, info: dict[str, Any]) -> str:
     return "<div class=\"note\">" + "".join(f"<p>{esc(n)}</p>" for n in notes) + "</div>"
 
 
-def build_report(trace: Trace, findings: Sequence[dict[str, Any]] | None = None) -> tuple[str, dict[str, Any]]:
-    """The page and what it holds."""
-    tl = build(trace)
+def build_report(trace: Trace, findings: Sequence[dict[str, Any]] | None = None,
+                 pid: int | None = None) -> tuple[str, dict[str, Any]]:
+    """The page of process ``pid`` (the traced one by default) and what it holds."""
+    tl = build(trace, pid)
     t0, end = span_of(trace, tl)
     found = [{**f, "number": i + 1} for i, f in enumerate(condensed(normalize_findings(findings, t0, end), tl.pid))]
     moments = [Moment(f["number"], f["ts"], f["code"]) for f in found if f["ts"] is not None]
@@ -301,13 +305,14 @@ def write_html(text: str, out_html: str | os.PathLike[str]) -> int:
 
 
 def write_report(trace: str | os.PathLike[str] | Trace, out_html: str | os.PathLike[str],
-                 findings: Sequence[dict[str, Any]] | None = None) -> dict[str, Any]:
+                 findings: Sequence[dict[str, Any]] | None = None, pid: int | None = None) -> dict[str, Any]:
     """Write the HTML report of ``trace`` (a path or an open Trace) to ``out_html``; returns what was built:
     ``{"path", "bytes", "seconds", "events", "pid", "panels", "findings", "reduced", "memory_points",
     "lane_markers", "mappings", "mapping_bars_dropped", "releases", "figures", "traces"}``.
+    ``pid``: draw that traced process (a child) instead of the traced one; ``findings`` are then its own.
     Raises HeaplineError (BAD_TRACE, USAGE for malformed findings, OUTPUT_NOT_WRITABLE)."""
     started = time.perf_counter()
     t = trace if isinstance(trace, Trace) else open_trace(os.fspath(trace))
-    text, built = build_report(t, findings)
+    text, built = build_report(t, findings, pid)
     size = write_html(text, out_html)
     return {"path": os.fspath(out_html), "bytes": size, "seconds": round(time.perf_counter() - started, 3), **built}

@@ -366,3 +366,38 @@ def test_commands(tmp_path) -> None:
     assert e.value.code == Exit.USAGE
     assert compare_cmd.compare([str(src), str(src)], str(tmp_path / "c.html"))["bytes"] > 0
     assert report_cmd.record_html(str(src), str(tmp_path / "r.html"))["events"] == len(open_trace(str(src)).events)
+
+
+def test_report_of_a_traced_child(tmp_path) -> None:
+    """``report --pid``: a child's own figures and findings; the traced process named as not shown."""
+    from typer.testing import CliRunner
+
+    from tracer.analysis.explain import explain
+    from tracer.cli import app
+
+    src = tmp_path / "fork-exit.trace"
+    src.write_bytes((TRACES / "scenario-fork-exit.trace").read_bytes())
+    t = open_trace(str(src))
+    root = int(t.meta["pid"])
+    (child,) = sorted(set(t.columns["pid"].tolist()) - {root})
+    r = CliRunner().invoke(app, ["report", str(src), "--pid", str(child)])
+    assert r.exit_code == 0, r.output
+    out = tmp_path / f"fork-exit.pid-{child}.html"
+    page = out.read_text()
+    built = report_cmd.report(str(src), str(tmp_path / "c.html"), pid=child)
+    tl = build(t, child)
+    assert built["pid"] == child and built["figures"]["footprint"]["peak"] == tl.memory["footprint"].max()
+    assert built["figures"]["footprint"]["peak"] != build(t).memory["footprint"].max()
+    (foot,) = traces_of(figure(page), panel="memory", series="footprint")
+    assert foot["y"].max() == tl.memory["footprint"].max()
+    own = [f.code for f in explain(t, pid=child)]
+    assert built["findings"] == len(own) and [c for ln in built["verdict"] for c in ln["codes"]].count(own[0]) >= 1
+    assert f"heapline: pid {child}, a child of <code>./fork-exit</code>" in page
+    assert f"Shown: pid {child}. Also traced, not shown: pid {root}." in page
+    assert "CHILD_HOLDS_MOST" not in page  # the parent's finding about this child is not the child's
+    # a pid the trace has none of: one sentence, its own exit code (explain --pid too), nothing written
+    for verb in (["report", str(src), "-o", str(tmp_path / "x.html")], ["explain", str(src)]):
+        r = CliRunner().invoke(app, [*verb, "--pid", "999999"])
+        assert r.exit_code == Exit.PID_NOT_IN_TRACE == 22, r.output
+        assert r.output.count("\n") == 1 and "no events of process 999999" in r.output
+    assert not (tmp_path / "x.html").exists()

@@ -332,3 +332,18 @@ def test_verdict_first_line_is_on_the_first_screen(small_screen, name, tmp_path)
         assert page.problems() == []
     finally:
         page.close()
+
+
+def test_child_report_draws(small_screen, tmp_path) -> None:
+    t = open_trace(str(TRACES / "scenario-fork-exit.trace"))
+    (child,) = sorted(set(t.columns["pid"].tolist()) - {int(t.meta["pid"])})
+    built = report_cmd.report(str(TRACES / "scenario-fork-exit.trace"), str(tmp_path / "child.html"), pid=child)
+    page = render(small_screen, tmp_path / "child.html")
+    try:
+        assert page.problems() == []
+        assert page.eval(f"{FIG}._fullLayout._subplots.cartesian") == ["xy", "x2y2", "x3y3"]
+        first = page.eval(VERDICT)[0]
+        assert first["text"] == built["verdict"][0]["text"] and first["bottom"] <= FIRST_SCREEN[1]
+        assert str(child) in page.eval("document.querySelector('h1').textContent")
+    finally:
+        page.close()

@@ -10,12 +10,25 @@ and their exit code, in one place.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
+import numpy as np
 from rich.text import Text
+
+from tracer.errors import Exit, HeaplineError
 
 #: what a command says: plain text (printed as it is: control characters made visible, no markup),
 #: or a Text the command styled itself from literal parts
 Say = Callable[[str | Text], None]
+
+
+def traced(trace: Any, pid: int | None) -> None:
+    """``--pid``: refuse, in one sentence, a process the trace has no events of."""
+    if pid is not None and not (trace.columns["pid"] == pid).any():
+        pids = np.unique(trace.columns["pid"]).tolist()
+        shown = ", ".join(map(str, pids[:10])) + (" ..." if len(pids) > 10 else "")
+        raise HeaplineError(f"the trace has no events of process {pid} (it traced: {shown or 'none'})",
+                            Exit.PID_NOT_IN_TRACE)
 
 
 def quiet(_: str | Text) -> None:

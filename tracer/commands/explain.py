@@ -11,7 +11,7 @@ from rich.console import Console
 
 from tracer.analysis.accounting import account, last_moment
 from tracer.analysis.explain import explain
-from tracer.commands.base import Say
+from tracer.commands.base import Say, traced
 from tracer.commands.text import print_accounting, print_findings
 from tracer.errors import Exit, HeaplineError
 from tracer.tracefile import Trace, open_trace
@@ -30,8 +30,7 @@ def _moment(t: Trace, at: float | None, pid: int | None) -> int:
 
 def report(t: Trace, at: float | None = None, pid: int | None = None) -> dict[str, Any]:
     """What ``explain --json`` prints: the accounting at the moment and the findings."""
-    if pid is not None and not (t.columns["pid"] == pid).any():
-        raise HeaplineError(f"the trace has no events of process {pid}", Exit.USAGE)
+    traced(t, pid)
     ts = _moment(t, at, pid)
     found = [f.to_json() for f in explain(t, at_ns=None if at is None else int(at * 1e9), pid=pid)]
     acc = account(t, ts, pid)

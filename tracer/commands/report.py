@@ -13,14 +13,14 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from tracer.commands.base import Say, quiet
+from tracer.commands.base import Say, quiet, traced
 from tracer.errors import Exit, HeaplineError
 
 
-def default_output(trace: str) -> str:
-    """run.trace -> run.html (next to the trace)."""
+def default_output(trace: str, pid: int | None = None) -> str:
+    """run.trace -> run.html (next to the trace); with ``pid``, run.pid-PID.html."""
     root, ext = os.path.splitext(trace)
-    return (root if ext == ".trace" else trace) + ".html"
+    return (root if ext == ".trace" else trace) + (f".pid-{pid}" if pid is not None else "") + ".html"
 
 
 def load_findings(path: str) -> list[dict[str, Any]]:
@@ -49,25 +49,28 @@ def said(built: dict[str, Any], say: Say) -> None:
 
 
 def report(trace: str, output: str | None = None, findings: str | Sequence[dict[str, Any]] | None = None,
-           explain: bool = True, say: Say = quiet) -> dict[str, Any]:
-    """``heapline report TRACE [-o OUT.html] [--findings FILE | --no-findings]``: the HTML report of one trace.
+           explain: bool = True, say: Say = quiet, pid: int | None = None) -> dict[str, Any]:
+    """``heapline report TRACE [-o OUT.html] [--findings FILE | --no-findings] [--pid PID]``: the HTML
+    report of one trace, of its traced process or of ``pid`` (a child it traced).
 
     ``findings``: a JSON file (or '-') or the list itself; when None, ``explain`` computes them
-    (tracer.analysis.explain), and ``explain=False`` leaves the section out. Returns write_report's dict."""
+    (tracer.analysis.explain, for that process), and ``explain=False`` leaves the section out.
+    Returns write_report's dict; a pid the trace has no events of is PID_NOT_IN_TRACE."""
     from tracer.tracefile import open_trace
     from viz.report import write_report
 
     t = open_trace(trace)
+    traced(t, pid)
     found = load_findings(findings) if isinstance(findings, str) else findings
     if found is None and explain:
         from tracer.analysis.explain import explain as do_explain
 
         try:
-            found = [f.to_json() for f in do_explain(t)]
+            found = [f.to_json() for f in do_explain(t, pid=pid)]
         except Exception as e:  # the report is still worth having without its findings
             say(f"findings could not be computed ({type(e).__name__}: {e}); the report has none")
             found = None
-    built = write_report(t, output or default_output(trace), found)
+    built = write_report(t, output or default_output(trace, pid), found, pid=pid)
     said(built, say)
     if built["reduced"]:
         say("the trace is large: the page draws it reduced (every peak and release kept) and says so")
@@ -80,6 +83,6 @@ def record_html(trace: str, html: str, say: Say = quiet) -> dict[str, Any]:
 
 
 def run(say: Say, trace: str, output: str | None = None, findings: str | None = None,
-        no_findings: bool = False) -> int:
-    report(trace, output, findings, explain=not no_findings, say=say)
+        no_findings: bool = False, pid: int | None = None) -> int:
+    report(trace, output, findings, explain=not no_findings, say=say, pid=pid)
     return 0
