@@ -81,19 +81,32 @@ def to_batch(events: np.ndarray | Columns, schema: pa.Schema) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(cols, schema=schema)
 
 
-def columns_from_table(table: pa.Table) -> Columns:
-    """The events of a trace's Arrow table, a contiguous array per field; raises
-    :class:`tracecheck.Damaged` for values no recording writes."""
-    cols: dict[str, np.ndarray] = {}
-    for name in EVENT_DTYPE.names:
-        col = table.column(name)
-        if name == "kind":
-            cols[name] = tracecheck.kind_codes(col)
-        else:
-            tracecheck.no_empty_values(name, col)
-            cols[name] = np.ascontiguousarray(col.to_numpy(), dtype=EVENT_DTYPE[name])
-    tracecheck.values(cols)
-    return Columns(cols)
+class _Filling:
+    """The columns of a trace, filled batch by batch: each batch's values are copied in and the
+    batch let go, so reading holds the events once (not the decoded Arrow table beside them)."""
+
+    def __init__(self, rows: int) -> None:
+        self.cols = {name: np.empty(rows, dtype=EVENT_DTYPE[name]) for name in EVENT_DTYPE.names}
+        self.n = 0
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        """Copy one batch in; raises :class:`tracecheck.Damaged` for values no recording writes."""
+        lo, hi = self.n, self.n + batch.num_rows
+        if hi > len(self.cols["ts"]):
+            raise tracecheck.Damaged(f"its batches hold more than the {len(self.cols['ts']):,} events they claim")
+        for name in EVENT_DTYPE.names:
+            col = batch.column(name)
+            if name == "kind":
+                self.cols[name][lo:hi] = tracecheck.kind_codes(pa.chunked_array([col]))
+            else:
+                tracecheck.no_empty_values(name, col)
+                self.cols[name][lo:hi] = col.to_numpy(zero_copy_only=False)
+        self.n = hi
+
+    def columns(self) -> Columns:
+        cols = {name: col[: self.n] for name, col in self.cols.items()}
+        tracecheck.values(cols)
+        return Columns(cols)
 
 
 class TraceWriteError(HeaplineError):
@@ -272,7 +285,8 @@ def _read(path: str, buf: pa.Buffer) -> Trace:
     finished = listed is not None
     if finished and (not found.eos or listed != found.batches):
         raise tracecheck.Damaged(f"its footer lists {listed:,} batches and {found.batches:,} can be read")
-    batches: list[pa.RecordBatch] = []
+    filling = _Filling(found.rows)
+    batches = 0
     end: dict[str, Any] | None = None
     reader = ipc.open_stream(pa.BufferReader(buf.slice(8, found.readable_end - 8)))
     while True:
@@ -283,16 +297,19 @@ def _read(path: str, buf: pa.Buffer) -> Trace:
         except (pa.ArrowInvalid, OSError) as e:
             if finished:
                 why = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-                raise tracecheck.Damaged(f"its batch {len(batches) + 1} of {found.batches} is damaged ({why})") from e
+                raise tracecheck.Damaged(f"its batch {batches + 1} of {found.batches} is damaged ({why})") from e
             break  # the torn tail of an interrupted write
-        batches.append(batch)
+        filling.add(batch)
+        batches += 1
         if custom is not None and END_KEY.encode() in custom:
             end = tracecheck.end(custom[END_KEY.encode()])
+        del batch
+    del reader
+    pa.default_memory_pool().release_unused()  # the decoded batches' memory, back to the system
     notes: list[str] = []
     if not finished:
         notes.append("the recording did not finish cleanly; the events written before it stopped were recovered")
     elif end is None:
         notes.append("the trace has no end record")
-    table = pa.Table.from_batches(batches, schema=expected) if batches else None
-    events = columns_from_table(table) if table is not None else Columns.empty()
+    events = filling.columns()
     return Trace(path, found.header, end, events.sort_by_time_in_place(), finished and end is not None, notes)
