@@ -140,3 +140,16 @@ def test_summary_mappings_are_the_timelines(path: str) -> None:
     mapped = summarize(t)["mmap"]
     assert mapped == {"anon_bytes_final": space.anon_bytes, "anon_bytes_peak": peak}
     assert peak >= space.anon_bytes >= 0
+
+
+def test_at_is_the_memory_row(sample) -> None:
+    """``Timeline.at`` (what findings ask without building the frame) is the frame's row at each time,
+    between rows and on them."""
+    tl, _ = sample
+    m = tl.memory
+    ts = m["ts"].to_numpy(np.int64)
+    rng = np.random.default_rng(5)
+    for t in [int(ts[0]), int(ts[-1]), int(ts[-1]) + 10**9, *rng.choice(ts, 40).tolist(),
+              *(rng.choice(ts, 40) + 1).tolist()]:
+        row = m[m["ts"] <= t].iloc[-1]
+        assert tl.at(t) == {k: int(row[k]) for k in m.columns if k != "ts"}

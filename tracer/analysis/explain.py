@@ -303,7 +303,7 @@ def _exit(trace: Trace, tl: Timeline, ev: Events, family: str | None) -> list[Fi
     if not len(ex):
         return []
     t = int(ev["ts"][ex[0]])
-    last = tl.memory[tl.memory["ts"] <= t].iloc[-1]
+    last = tl.at(t)
     code = ef.exits.code_at(ev, int(ex[0]))
     return _exit_finding(tl.pid, ExitState(t, int(last["footprint"]), int(last["rss_anon"]), code), tl.t0)
 

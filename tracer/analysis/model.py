@@ -20,7 +20,7 @@ Everything but the mapping replay is vectorized; the replay visits only the mapp
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -47,9 +47,30 @@ class Timeline:
     releases: pd.DataFrame
     rss: pd.DataFrame
     live: pd.DataFrame
-    memory: pd.DataFrame
+    anon: pd.DataFrame  # ts, anon_mapped: the anonymous mappings' bytes after each mapping call
     unmatched_frees: int
     page_size: int = 4096
+    _memory_frame: pd.DataFrame | None = field(default=None, repr=False)
+
+    @property
+    def memory(self) -> pd.DataFrame:
+        """Every series on one time axis (a row per time any of them changes), made when first
+        asked for: a summary needs none of it, a drawing all (7 columns of every allocator call)."""
+        if self._memory_frame is None:
+            self._memory_frame = _memory(self.breaks, self.anon, self.live, self.rss, self.t0)
+        return self._memory_frame
+
+    def at(self, t: int) -> dict[str, int]:
+        """The :attr:`memory` row at time ``t`` (each series' last value at or before it), without
+        building the frame."""
+        out = {}
+        for frame, col, name in _series(self.breaks, self.anon, self.live, self.rss):
+            ts, v = _in_time_order(frame["ts"].to_numpy(np.int64), frame[col].to_numpy(np.int64))
+            j = int(np.searchsorted(ts, t, side="right")) - 1
+            out[name] = int(v[j]) if j >= 0 else 0
+        out["footprint"] = out["heap"] + out["anon_mapped"]
+        out["retained"] = out["footprint"] - out["live_bytes"]
+        return out
 
 
 def _what(prot: int, anon: bool, flags: int, size: int) -> str:
@@ -130,8 +151,7 @@ def _build(trace: Trace, pid: int) -> Timeline:
     ls = process_live(trace, pid)
     live = pd.DataFrame({"ts": ls.ts.astype(np.int64), "live_bytes": ls.live_bytes, "live_blocks": ls.live_blocks},
                         copy=False)  # no 2-D block: pandas would copy every column into one
-    memory = _memory(breaks, anon, live, rss, t0)
-    return Timeline(pid, t0, start_brk, breaks, mp, releases, rss, live, memory, ls.unmatched_frees, page)
+    return Timeline(pid, t0, start_brk, breaks, mp, releases, rss, live, anon, ls.unmatched_frees, page)
 
 
 def own_events(trace: Trace, pid: int) -> tuple[Events, np.ndarray, dict | None]:
@@ -304,17 +324,28 @@ def _merge_times(parts: list[np.ndarray]) -> np.ndarray:
     return ts[np.r_[True, ts[1:] != ts[:-1]]] if len(ts) else ts
 
 
+def _in_time_order(t: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if len(t) < 2 or bool((t[1:] >= t[:-1]).all()):
+        return t, v
+    order = np.argsort(t, kind="stable")
+    return t[order], v[order]
+
+
+def _series(breaks: pd.DataFrame, anon: pd.DataFrame, live: pd.DataFrame,
+            rss: pd.DataFrame) -> tuple[tuple[pd.DataFrame, str, str], ...]:
+    """(frame, its column, the name in :attr:`Timeline.memory`) of each series of the memory frame."""
+    return ((breaks, "heap", "heap"), (anon, "anon_mapped", "anon_mapped"), (live, "live_bytes", "live_bytes"),
+            (rss, "anon", "rss_anon"))
+
+
 def _memory(breaks: pd.DataFrame, anon: pd.DataFrame, live: pd.DataFrame, rss: pd.DataFrame, t0: int) -> pd.DataFrame:
     """Every series on one time axis (each carried forward from its last change; 0 before its first)."""
-    series = ((breaks, "heap", "heap"), (anon, "anon_mapped", "anon_mapped"), (live, "live_bytes", "live_bytes"),
-              (rss, "anon", "rss_anon"))
+    series = _series(breaks, anon, live, rss)
     ts = _merge_times([np.array([t0], dtype=np.int64), *(f["ts"].to_numpy(np.int64) for f, _, _ in series)])
     out = {"ts": ts}
     for frame, col, name in series:
         t, v = frame["ts"].to_numpy(np.int64), frame[col].to_numpy(np.int64)
-        if len(t) > 1 and not bool((t[1:] >= t[:-1]).all()):
-            order = np.argsort(t, kind="stable")
-            t, v = t[order], v[order]
+        t, v = _in_time_order(t, v)
         j = np.searchsorted(t, ts, side="right") - 1  # the last value at or before each time
         out[name] = np.where(j >= 0, v[np.maximum(j, 0)], 0) if len(t) else np.zeros(len(ts), dtype=np.int64)
     out["footprint"] = out["heap"] + out["anon_mapped"]

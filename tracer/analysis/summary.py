@@ -34,7 +34,7 @@ def process_summary(tl: Timeline, ev: Events, live: LiveSeries | None = None) ->
         "grow_calls": int((diffs > 0).sum()),
         "shrink_calls": int((diffs < 0).sum()),
     }
-    anon = tl.memory["anon_mapped"]
+    anon = tl.anon["anon_mapped"]
 
     adv = ev[(ev["kind"] == Kind.MADVISE) & ef.ok(ev)]
     lengths = ef.page_up(ef.madvise.length(adv), tl.page_size)
