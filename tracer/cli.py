@@ -11,8 +11,9 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from tracer import memavail
 from tracer.errors import Exit, HeaplineError
-from tracer.units import literal
+from tracer.units import human_bytes, literal
 
 app = typer.Typer(
     add_completion=False,
@@ -39,6 +40,10 @@ def _run(verb: Callable[..., int | Any], *args: Any, **options: Any) -> None:
     except HeaplineError as e:
         err.print(_line("bold red", e.message))
         raise typer.Exit(int(e.code)) from None
+    except MemoryError:  # past the estimate open_trace checks: the work took more than there was
+        err.print(_line("bold red", "ran out of memory: the trace needs more than this process can get "
+                                    f"({human_bytes(memavail.available())} left)"))
+        raise typer.Exit(int(Exit.NO_MEMORY)) from None
     raise typer.Exit(int(code or 0))
 
 

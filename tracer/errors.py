@@ -21,6 +21,7 @@ class Exit(IntEnum):
     NOT_PERMITTED = 21  # the kernel will not let heapline read or trace that process
     PID_NOT_IN_TRACE = 22  # report/explain --pid: the trace has no events of that process
     BAD_TRACE = 65
+    NO_MEMORY = 69  # the trace needs more memory than this machine (or its limits) can give
     OUTPUT_NOT_WRITABLE = 73
     NOT_EXECUTABLE = 126
     COMMAND_NOT_FOUND = 127
@@ -48,3 +49,9 @@ class BackendUnavailable(HeaplineError):
 
 class TraceFileError(HeaplineError):
     code = Exit.BAD_TRACE
+
+
+class TooBig(HeaplineError):
+    """The work needs more memory than this process can get (the sentence gives both figures)."""
+
+    code = Exit.NO_MEMORY

@@ -23,16 +23,18 @@ import json
 import os
 import stat
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-from tracer import tracecheck, tracescan
+from tracer import memavail, tracecheck, tracescan
 from tracer.columns import Columns
-from tracer.errors import Exit, HeaplineError, TraceFileError
+from tracer.errors import Exit, HeaplineError, TooBig, TraceFileError
 from tracer.events import EVENT_DTYPE, SCHEMA_VERSION, Kind
+from tracer.units import human_bytes
 
 FORMAT_VERSION = 2  # 2: RESIDENT events (smaps samples); a version-1 trace has none and reads the same
 READS_VERSIONS = (1, 2)
@@ -242,8 +244,9 @@ def _bad(path: str, why: str) -> TraceFileError:
     return TraceFileError(f"{path} is not a readable heapline trace: {why}")
 
 
-def open_trace(path: str) -> Trace:
-    """Read a whole trace (events sorted by time). Raises TraceFileError with one sentence."""
+def open_trace(path: str, need: Need | None = None) -> Trace:
+    """Read a whole trace (events sorted by time). Raises TraceFileError with one sentence, and
+    :class:`TooBig` when the work ``need`` describes would take more memory than there is."""
     try:
         with open(path, "rb") as f:
             head = f.read(8)
@@ -257,7 +260,7 @@ def open_trace(path: str) -> Trace:
         raise _bad(path, "it does not start with the Arrow file signature")
     try:
         with pa.memory_map(path) as src:
-            return _read(path, src.read_buffer())
+            return _read(path, src.read_buffer(), need or Need("reading it", 0))
     except tracecheck.OtherVersion as e:
         raise TraceFileError(
             f"{path} is a heapline trace of format version {str(e.version)[:20]}; this heapline reads versions "
@@ -266,7 +269,8 @@ def open_trace(path: str) -> Trace:
     except tracecheck.Damaged as e:
         raise _bad(path, str(e)) from None
     except MemoryError:
-        raise TraceFileError(f"{path} is too large to read into the memory of this machine") from None
+        raise TooBig(f"{path} is too large to read into the memory this process can get "
+                     f"({human_bytes(memavail.available())} now)") from None
     except (pa.ArrowException, ValueError) as e:  # damage the checks did not foresee: damage all the same
         why = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise _bad(path, f"unexpected content ({why})") from e
@@ -274,7 +278,24 @@ def open_trace(path: str) -> Trace:
         raise TraceFileError(f"cannot read {path}: {e.strerror or e}") from e
 
 
-def _read(path: str, buf: pa.Buffer) -> Trace:
+@dataclass(frozen=True)
+class Need:
+    """What a command needs to hold per event of a trace beside its columns (bytes, as measured on
+    large traces by bench/replay_bench.py), and what it calls the work, for the sentence."""
+
+    work: str
+    per_event: int
+
+
+def _check_room(path: str, rows: int, need: Need) -> None:
+    want = rows * (EVENT_DTYPE.itemsize + need.per_event)
+    room = memavail.available()
+    if want > room:
+        raise TooBig(f"{path} holds {rows:,} events: {need.work} needs about {human_bytes(want)} of memory and "
+                     f"this process can get {human_bytes(room)}")
+
+
+def _read(path: str, buf: pa.Buffer, need: Need) -> Trace:
     """The trace in ``buf`` (the whole file), read as the IPC stream after the file magic: its
     messages checked first (tracer.tracescan, tracer.tracecheck), then decoded. A file with its
     footer must be whole; one without (the recorder was killed) gives the batches before the first
@@ -285,6 +306,7 @@ def _read(path: str, buf: pa.Buffer) -> Trace:
     finished = listed is not None
     if finished and (not found.eos or listed != found.batches):
         raise tracecheck.Damaged(f"its footer lists {listed:,} batches and {found.batches:,} can be read")
+    _check_room(path, found.rows, need)
     filling = _Filling(found.rows)
     batches = 0
     end: dict[str, Any] | None = None

@@ -8,7 +8,7 @@ import ast
 from helpers import ROOT
 
 CONTRACT = {f"tracer.{m}" for m in ("events", "fields", "columns", "tracefile", "tracecheck", "tracescan",
-                                        "decode", "errors", "units")}
+                                        "decode", "errors", "units", "memavail")}
 CONTRACT |= {"tracer"}
 ROOMS = ("tracer.record", "tracer.analysis", "tracer.commands", "tracer.cli", "viz")
 

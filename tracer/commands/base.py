@@ -16,6 +16,13 @@ import numpy as np
 from rich.text import Text
 
 from tracer.errors import Exit, HeaplineError
+from tracer.tracefile import Need
+
+#: what each reading command holds per event beside the trace's columns, at its peak (bench/replay_bench.py
+#: measures it on 10M and 40M events: summary and explain 125, report 185; a margin above)
+SUMMARY = Need("a summary", 160)
+EXPLAIN = Need("explaining it", 160)
+REPORT = Need("a report", 240)
 
 #: what a command says: plain text (printed as it is: control characters made visible, no markup),
 #: or a Text the command styled itself from literal parts

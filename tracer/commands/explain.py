@@ -11,7 +11,7 @@ from rich.console import Console
 
 from tracer.analysis.accounting import account, last_moment
 from tracer.analysis.explain import explain
-from tracer.commands.base import Say, traced
+from tracer.commands.base import EXPLAIN, Say, traced
 from tracer.commands.text import print_accounting, print_findings
 from tracer.errors import Exit, HeaplineError
 from tracer.tracefile import Trace, open_trace
@@ -47,7 +47,7 @@ def _program(t: Trace, pid: int) -> str | None:
 
 
 def run(say: Say, trace: str, at: float | None = None, as_json: bool = False, pid: int | None = None) -> int:
-    t = open_trace(trace)
+    t = open_trace(trace, EXPLAIN)
     out = report(t, at, pid)
     if as_json:
         json.dump(out, sys.stdout, indent=2)

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from tracer.commands.base import Say, quiet, traced
+from tracer.commands.base import REPORT, Say, quiet, traced
 from tracer.errors import Exit, HeaplineError
 
 
@@ -59,7 +59,7 @@ def report(trace: str, output: str | None = None, findings: str | Sequence[dict[
     from tracer.tracefile import open_trace
     from viz.report import write_report
 
-    t = open_trace(trace)
+    t = open_trace(trace, REPORT)
     traced(t, pid)
     found = load_findings(findings) if isinstance(findings, str) else findings
     if found is None and explain:
@@ -67,6 +67,8 @@ def report(trace: str, output: str | None = None, findings: str | Sequence[dict[
 
         try:
             found = [f.to_json() for f in do_explain(t, pid=pid)]
+        except MemoryError:
+            raise
         except Exception as e:  # the report is still worth having without its findings
             say(f"findings could not be computed ({type(e).__name__}: {e}); the report has none")
             found = None
