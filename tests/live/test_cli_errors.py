@@ -137,3 +137,53 @@ def test_record_shows_what_came_from_the_target_as_text(tmp_path) -> None:
     missing = "./no\x1b[2J[/b]"
     r = run_heapline("record", "-o", str(tmp_path / "x.trace"), "--", missing)
     assert r.returncode == 127 and r.stderr == f"heapline: command not found: {literal(missing)}\n"
+
+
+def _memory_cgroup(tmp_name: str) -> str | None:
+    """A new memory cgroup below this process's own (v2 or v1), or None where none can be made."""
+    for line in open("/proc/self/cgroup").read().splitlines():
+        hier, controllers, path = line.split(":", 2)
+        if hier == "0" and controllers == "" and os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+            base, limit = "/sys/fs/cgroup", "memory.max"
+        elif "memory" in controllers.split(","):
+            base, limit = "/sys/fs/cgroup/memory", "memory.limit_in_bytes"
+        else:
+            continue
+        where = os.path.join(base + path, tmp_name)
+        try:
+            os.mkdir(where)
+            return where if os.path.exists(os.path.join(where, limit)) else None
+        except OSError:
+            continue
+    return None
+
+
+@needs_root
+def test_a_trace_too_large_for_its_cgroup_gets_a_sentence(tmp_path) -> None:
+    """Under a real memory limit: a summary that would need more is refused before it reads
+    (exit 69, one sentence), and the same trace under a limit it fits in is summarized."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from report_bench import synthesize
+
+    trace = str(tmp_path / "big.trace")
+    events = synthesize(trace, 3_000_000)
+    cg = _memory_cgroup(f"heapline-test-{os.getpid()}")
+    if cg is None:
+        pytest.skip("no memory cgroup can be made here")
+    limit = "memory.max" if os.path.exists(os.path.join(cg, "memory.max")) else "memory.limit_in_bytes"
+    try:
+        def inside() -> None:
+            with open(os.path.join(cg, "cgroup.procs"), "w") as f:
+                f.write(str(os.getpid()))
+
+        for mib, code in ((500, 69), (1600, 0)):
+            with open(os.path.join(cg, limit), "w") as f:
+                f.write(str(mib << 20))
+            r = run_heapline("summary", trace, preexec_fn=inside)
+            assert r.returncode == code, (mib, r.returncode, r.stderr[-500:])
+            if code:
+                assert f"holds {events:,} events: a summary needs about" in r.stderr and one_sentence(r.stderr)
+    finally:
+        os.rmdir(cg)
