@@ -51,6 +51,9 @@ NEW             operator new: a0=size, a1=alignment (aligned forms); aux bit 0 =
 DELETE          operator delete: a0=pointer, a1=size (sized forms, else 0); aux bit 0 = delete[]
 ==============  =====================================================================================
 
+Recorded with ``--stacks``, every allocation (the kinds that return a block, recorded at their
+return) also carries a4=its user stack's id in the trace's ``backend_end.stacks`` (0: none).
+
 Syscall ``ret`` holds -errno on failure, exactly like the raw syscall return. ``dur`` is the time between
 syscall entry and exit (0 for events that are not syscalls).
 """

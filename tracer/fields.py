@@ -269,6 +269,8 @@ class blocks:  # noqa: N801
             return ret
         return np.where(memalign, np.where(ev["ret"] == 0, ev["a3"], 0), ret).astype(np.uint64)
 
+    stack = _field("a4", "the allocation's stack id in the trace's stacks (recorded with --stacks; 0: none)")
+
     @staticmethod
     def pointer_in(ev: Events) -> np.ndarray:
         """The pointer each free, delete, realloc or reallocarray was given (``a0``), as uint64."""
