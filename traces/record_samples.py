@@ -1,6 +1,7 @@
 """Re-record the sample traces in this folder (needs root): each trace beside the workload's own report.
 
-    sudo .venv/bin/python traces/record_samples.py
+    sudo .venv/bin/python traces/record_samples.py           # all of them
+    sudo .venv/bin/python traces/record_samples.py sites     # only the sample with allocation stacks
 
 Every sample is a real recording; tests/test_samples.py replays them without root and checks
 them against the reports (``NAME.out``) the workloads printed while they were recorded.
@@ -44,8 +45,8 @@ SCENARIO_SAMPLES: list[tuple[str, tuple[str, ...], dict[str, str]]] = [
 LABELS = {JEMALLOC: "jemalloc"}
 
 
-def launch(name: str, backend: str, *argv: str, env: dict[str, str] | None = None) -> None:
-    extra = [x for k, v in (env or {}).items() for x in ("-E", f"{k}={v}")]
+def launch(name: str, backend: str, *argv: str, env: dict[str, str] | None = None, stacks: bool = False) -> None:
+    extra = [x for k, v in (env or {}).items() for x in ("-E", f"{k}={v}")] + (["--stacks"] if stacks else [])
     out = subprocess.run([*HEAPLINE, "--backend", backend, *extra, "-o", str(HERE / f"{name}.trace"), "--", *argv],
                          cwd=WORK, env=ENV, capture_output=True, text=True, check=False)
     (HERE / f"{name}.out").write_text(out.stdout)
@@ -73,12 +74,17 @@ def attach(name: str, backend: str, *argv: str) -> None:
 def main() -> None:
     subprocess.run(["make", "-s", "-C", str(ROOT / "workloads")], check=True)
     WORK.mkdir(exist_ok=True)
-    for name in ("phases", "forker"):
+    for name in ("phases", "forker", "sites"):
         shutil.copy2(ROOT / "workloads" / "bin" / name, WORK / name)
+    if sys.argv[1:] == ["sites"]:  # the one sample with allocation stacks alone (the others stay as they are)
+        launch("sites", "bpf", "./sites", stacks=True)
+        shutil.rmtree(WORK)
+        return
     launch("phases", "bpf", "./phases")
     launch("phases-strace", "strace", "./phases")
     attach("phases-attach", "bpf", "./phases", "--wait")
     launch("forker", "bpf", "./forker")
+    launch("sites", "bpf", "./sites", stacks=True)  # the export tests read its allocation stacks
     # the scenarios, small enough to commit (tests/test_scenarios.py checks them without root)
     subprocess.run(["make", "-s", "-C", str(ROOT / "workloads" / "scenarios")], check=True)
     for name, args, env in SCENARIO_SAMPLES:
