@@ -35,17 +35,24 @@ class Phase:
     accounting: dict[str, Any]  # at the peak
 
 
+#: the parts of what is kept, in the order :func:`kept_parts` gives them
+PARTS = ("top of the main heap", "free chunks between live blocks", "fastbins", "tcache", "thread-arena heaps")
+
+
+def kept_parts(acc: dict[str, Any]) -> dict[str, int]:
+    """Every part of what the allocator holds that the program freed (:data:`PARTS`), in bytes."""
+    h, ar = acc["heap"], acc["arenas"]
+    fast = h.get("fastbins", 0) + sum(x.get("fastbins", 0) for x in ar["heaps"])
+    values = (h.get("top", 0), h.get("free", 0) - h.get("top", 0) - h.get("fastbins", 0), fast,
+              h.get("cached", 0) + ar.get("cached", 0),
+              ar.get("free", 0) - sum(x.get("fastbins", 0) for x in ar["heaps"]))
+    return {name: int(v) for name, v in zip(PARTS, values, strict=True)}
+
+
 def kept(acc: dict[str, Any]) -> tuple[int, dict[str, int]]:
     """What the allocator holds that the program freed, and its parts."""
     h, ar = acc["heap"], acc["arenas"]
-    fast = h.get("fastbins", 0) + sum(x.get("fastbins", 0) for x in ar["heaps"])
-    parts = {
-        "top of the main heap": h.get("top", 0),
-        "free chunks between live blocks": h.get("free", 0) - h.get("top", 0) - h.get("fastbins", 0),
-        "fastbins": fast,
-        "tcache": h.get("cached", 0) + ar.get("cached", 0),
-        "thread-arena heaps": ar.get("free", 0) - sum(x.get("fastbins", 0) for x in ar["heaps"]),
-    }
+    parts = kept_parts(acc)
     total = sum(v for v in parts.values() if v > 0)
     rss = acc["resident"].get("anon")
     if rss is not None:  # resident only: what madvise or trimming released is not kept
