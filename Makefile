@@ -5,7 +5,8 @@ PYTHON_SYS ?= /usr/bin/python3
 VENV       := .venv
 PY         := $(VENV)/bin/python
 APT_PKGS   := python3-bpfcc python3-venv strace gcc g++ make linux-headers-$(shell dpkg --print-architecture 2>/dev/null || echo amd64) \
-              libjemalloc2 libtcmalloc-minimal4 libmimalloc2.0 chromium bpfcc-tools
+              libjemalloc2 libtcmalloc-minimal4 libmimalloc2.0 chromium bpfcc-tools golang-go
+# golang-go: its `go tool pprof` is the reader the tests check `heapline export --pprof` with
 # the peers bench/ compares heapline with
 BENCH_PKGS := ltrace heaptrack
 SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

@@ -127,6 +127,20 @@ def explain(
 
 
 @app.command()
+def export(
+    trace: str = typer.Argument(..., help="A trace file written by heapline record."),
+    perfetto: str | None = typer.Option(None, "--perfetto", help="Write a Perfetto trace (ui.perfetto.dev) here."),
+    pprof: str | None = typer.Option(None, "--pprof", help="Write a gzipped pprof profile of the allocation "
+                                     "sites here (needs a trace recorded with --stacks)."),
+    pid: int | None = typer.Option(None, "--pid", help="Export this traced process only."),
+) -> None:
+    """Export a trace for Perfetto (memory counters, calls, findings) or pprof (bytes by allocation site)."""
+    from tracer.commands import export as cmd
+
+    _run(cmd.run, trace, perfetto=perfetto, pprof=pprof, pid=pid)
+
+
+@app.command()
 def demo(
     names: list[str] | None = typer.Argument(None, help="Scenarios to run (all when none is given)."),
     out_dir: str = typer.Option("out/demo", "-o", "--out", help="Folder for the traces and summaries."),

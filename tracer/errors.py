@@ -20,6 +20,7 @@ class Exit(IntEnum):
     PID_NOT_FOUND = 20
     NOT_PERMITTED = 21  # the kernel will not let heapline read or trace that process
     PID_NOT_IN_TRACE = 22  # report/explain --pid: the trace has no events of that process
+    NO_STACKS = 23  # export --pprof: the trace recorded no allocation stacks (record --stacks)
     BAD_TRACE = 65
     NO_MEMORY = 69  # the trace needs more memory than this machine (or its limits) can give
     OUTPUT_NOT_WRITABLE = 73
