@@ -9,7 +9,7 @@ import gzip
 import numpy as np
 import pytest
 from exports import annotations, as_of, go_pprof_raw, perfetto_tracks, site_truth
-from helpers import ROOT
+from helpers import ROOT, parse_report
 from typer.testing import CliRunner
 
 from tracer.analysis.calls import CALL_KINDS
@@ -171,3 +171,15 @@ def test_perfetto_export_of_other_samples(tmp_path, trace: str) -> None:
     pid = int(t.meta["pid"])
     calls = got.instants[got.by_name(got.processes()[pid], "memory calls")]
     assert [pk.timestamp for pk in calls] == own_calls(t, pid)["ts"].tolist()
+
+
+def test_retained_is_what_stays_below_the_break() -> None:
+    """workloads/phases frees all 407 blocks; glibc trims the top down to what its last brk line
+    says. What it still holds is every byte from the first traced chunk (after the 0x290-byte
+    tcache chunk glibc makes itself) to that break: the bytes above it went back with brk."""
+    rep = parse_report((TRACES / "phases.out").read_text())
+    fig = site_figures(open_trace(str(TRACES / "phases.trace")))
+    assert list(fig.values) == [0]  # recorded without --stacks: every block under "no stack"
+    allocs, nbytes, live, live_bytes, retained = fig.values[0]
+    assert (allocs, nbytes, live, live_bytes) == (407, 407 * 1000, 0, 0)
+    assert retained == rep.brk("end") - rep.brk("start") - 0x290

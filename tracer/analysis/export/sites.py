@@ -129,8 +129,8 @@ def site_figures(trace: Trace, pid: int | None = None, at: int | None = None) ->
     c_lo = (b.ptr[bi] - np.uint64(HEADER)).astype(np.int64)
     r_lo = rel["start"].to_numpy(np.int64) if len(rel) else np.zeros(0, dtype=np.int64)
     r_hi = rel["end"].to_numpy(np.int64) if len(rel) else np.zeros(0, dtype=np.int64)
-    lo, hi, owner = _last_occupants(np.r_[c_lo, r_lo], np.r_[c_lo + b.chunk[bi], r_hi],
-                                    np.r_[b.opened[bi], rel["ts"].to_numpy(np.int64) if len(rel) else []])
+    r_ts = rel["ts"].to_numpy(np.int64) if len(rel) else np.zeros(0, dtype=np.int64)
+    lo, hi, owner = _last_occupants(np.r_[c_lo, r_lo], np.r_[c_lo + b.chunk[bi], r_hi], np.r_[b.opened[bi], r_ts])
     freed = owner < len(bi)
     lo, hi, owner = lo[freed], hi[freed], bi[owner[freed]]
     freed = b.closed[owner] <= ts
