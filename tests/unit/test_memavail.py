@@ -66,7 +66,7 @@ def test_a_trace_larger_than_the_room_is_refused_before_it_is_read(monkeypatch) 
     assert len(tracefile.open_trace(TRACE, need)) == rows
 
 
-@pytest.mark.parametrize("verb", [["summary"], ["explain"], ["report", "-o", "OUT"]])
+@pytest.mark.parametrize("verb", [["summary"], ["explain"], ["report", "-o", "OUT"], ["export", "--perfetto", "OUT"]])
 def test_each_reading_command_says_it_in_one_sentence(monkeypatch, tmp_path, verb: list[str]) -> None:
     from tracer.cli import app
 

@@ -23,7 +23,7 @@ from tracer.analysis.export import perfetto as pf
 from tracer.analysis.export import pprof as pp
 from tracer.analysis.export.sites import SAMPLE_TYPES, recorded_stacks, site_figures
 from tracer.analysis.export.tracks import tracks
-from tracer.commands.base import Say, quiet, traced
+from tracer.commands.base import REPORT, Say, quiet, traced
 from tracer.errors import Exit, HeaplineError
 from tracer.tracefile import open_trace
 from tracer.units import human_bytes
@@ -66,7 +66,7 @@ def export(trace: str, perfetto: str | None = None, pprof: str | None = None, pi
         raise HeaplineError("export needs --perfetto FILE or --pprof FILE (or both)", Exit.USAGE)
     if perfetto and pprof and os.path.abspath(perfetto) == os.path.abspath(pprof):
         raise HeaplineError(f"--perfetto and --pprof name the same file ({perfetto})", Exit.USAGE)
-    t = open_trace(trace)
+    t = open_trace(trace, REPORT)
     traced(t, pid)
     if pprof and recorded_stacks(t) is None:
         raise HeaplineError(f"{trace} has no allocation stacks: record it with heapline record --stacks to "
