@@ -11,7 +11,7 @@ APT_PKGS   := python3-bpfcc python3-venv strace gcc g++ make linux-headers-$(she
 BENCH_PKGS := ltrace heaptrack
 SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test deps system-deps bench-deps bench venv workloads lint clean plotly
+.PHONY: demo test deps system-deps bench-deps bench venv workloads preload lint clean plotly
 
 demo: deps workloads
 	@mkdir -p out
@@ -56,7 +56,17 @@ $(VENV)/.done: pyproject.toml
 
 venv: $(VENV)/.done
 
-workloads:
+# the allocator library `record --alloc preload` loads into a command (package data next to its
+# source); every value it shares with the Python comes from abi.py as -D flags, as for the probes
+PRELOAD_SO := probes/preload/libheapline_preload.so
+$(PRELOAD_SO): probes/preload/heapline_preload.c probes/heapline.h tracer/record/backends/bpf/abi.py \
+               tracer/record/backends/bpf/catalogue.py tracer/events.py tracer/decode.py | $(VENV)/.done
+	gcc -O2 -g -fPIC -shared -fno-omit-frame-pointer -fvisibility=hidden -Wall -Wextra -Werror \
+		$$($(PY) -m tracer.record.backends.bpf.abi) -o $@ $< -ldl
+
+preload: $(PRELOAD_SO)
+
+workloads: preload
 	$(MAKE) -s -C workloads
 	$(MAKE) -s -C workloads/scenarios
 
@@ -74,6 +84,6 @@ lint: venv
 	$(PY) -m ruff check tracer viz tests bench
 
 clean:
-	rm -rf $(VENV) out
+	rm -rf $(VENV) out $(PRELOAD_SO)
 	$(MAKE) -s -C workloads clean
 	$(MAKE) -s -C workloads/scenarios clean

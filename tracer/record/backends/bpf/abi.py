@@ -90,6 +90,26 @@ class Site(ct.Structure):
                 ("pad", ct.c_uint16)]
 
 
+# ---- the preload library's ring (probes/preload/heapline_preload.c, preload.py) -----------------
+
+#: The shared-memory file the preloaded library writes allocator records into: this header, then
+#: one u64 sequence word per slot, then the slots (EVENT_DTYPE records). A writer claims slot
+#: ``head`` by compare-and-swap while ``head - tail < capacity``, writes ``PRELOAD_CLAIMED | pid``
+#: into its sequence word, fills the record, then stores ``head + 1`` there (release); the
+#: collector takes the committed run from ``tail`` and moves ``tail`` on. Counters and cursors sit
+#: on cache lines of their own.
+PRELOAD_MAGIC = 0x3130_4C50_4548_4C48  # "HLHEPL01", little-endian
+PRELOAD_VERSION = 1
+PRELOAD_BLOCK = 1  # flags bit: a writer that finds the ring full waits for room instead of counting a loss
+PRELOAD_CLAIMED = 1 << 63  # a sequence word's value while its writer (pid in the low bits) fills the slot
+PRELOAD_HEADER_DTYPE = np.dtype({
+    "names": ["magic", "capacity", "flags", "version", "collector", "head", "tail", "lost", "waits"],
+    "formats": ["<u8", "<u8", "<u4", "<u4", "<u4", "<u8", "<u8", "<u8", "<u8"],
+    "offsets": [0, 8, 16, 20, 24, 64, 128, 192, 200],
+    "itemsize": 256,
+})
+
+
 # ---- the flags ---------------------------------------------------------------------------------
 
 
@@ -141,10 +161,22 @@ def values() -> dict[str, int]:
         **_layout("EVENT", EVENT_DTYPE.itemsize, _dtype_fields(EVENT_DTYPE)),
         **_layout("BATCH", BATCH_DTYPE.itemsize, _dtype_fields(BATCH_DTYPE)),
         **_layout("SITE", ct.sizeof(Site), _ctypes_fields(Site)),
+        "PRELOAD_MAGIC": PRELOAD_MAGIC,
+        "PRELOAD_VERSION": PRELOAD_VERSION,
+        "PRELOAD_BLOCK": PRELOAD_BLOCK,
+        "PRELOAD_CLAIMED": PRELOAD_CLAIMED,
+        **_layout("RING", PRELOAD_HEADER_DTYPE.itemsize, _dtype_fields(PRELOAD_HEADER_DTYPE)),
     }
 
 
 def cflags() -> list[str]:
     """The values as compiler flags: ``-DNAME=value`` (the kernel's masks as unsigned 64-bit)."""
-    return [f"-D{name}={value:#x}ULL" if name in _KERNEL_FLAGS else f"-D{name}={value}"
+    return [f"-D{name}={value:#x}ULL" if name in _UNSIGNED64 else f"-D{name}={value}"
             for name, value in values().items()]
+
+
+_UNSIGNED64 = {*_KERNEL_FLAGS, "PRELOAD_MAGIC", "PRELOAD_CLAIMED"}
+
+
+if __name__ == "__main__":  # the flags, for the Makefile's build of the preload library
+    print(" ".join(cflags()))
