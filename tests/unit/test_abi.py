@@ -95,3 +95,42 @@ def test_the_c_defines_none_of_the_shared_values() -> None:
     assert {"CHECK_FIELD", "RESERVE_TRIES"} <= set(defined)  # what the C keeps to itself is seen
     both = {name: where for name, where in defined.items() if name in abi.values()}
     assert not both, f"defined in probes/ although tracer/record/backends/bpf/abi.py gives them: {both}"
+
+
+PRELOAD_SOURCE = PROBES / "preload" / "heapline_preload.c"
+
+
+def compile_preload(flags: list[str]) -> subprocess.CompletedProcess[str]:
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("gcc is not installed: the preload library cannot be compiled")
+    return subprocess.run([gcc, "-fsyntax-only", "-std=gnu11", "-Wall", "-Wextra", *flags, str(PRELOAD_SOURCE)],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+
+
+def test_the_preload_library_compiles_with_the_flags_make_passes() -> None:
+    done = compile_preload(abi.cflags(preload=True))
+    assert done.returncode == 0 and not done.stderr, done.stderr
+
+
+def test_the_preload_library_refuses_to_compile_without_its_ring_values() -> None:
+    flags = abi.cflags(preload=True)
+    names = set(abi.preload_values())
+    for i, flag in enumerate(flags):
+        name = flag.split("=")[0][2:]
+        if name not in names:
+            continue
+        done = compile_preload(flags[:i] + flags[i + 1 :])
+        assert done.returncode != 0, f"the preload library compiles without {name}"
+
+
+def test_a_ring_laid_out_otherwise_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the collector's cursor one word further on than the C keeps it
+    header = abi.PRELOAD_HEADER_DTYPE
+    names = list(header.names)
+    offsets = [header.fields[n][1] + (8 if n == "tail" else 0) for n in names]
+    moved = np.dtype({"names": names, "formats": [header.fields[n][0] for n in names], "offsets": offsets,
+                      "itemsize": header.itemsize})
+    monkeypatch.setattr(abi, "PRELOAD_HEADER_DTYPE", moved)
+    done = compile_preload(abi.cflags(preload=True))
+    assert done.returncode != 0 and "struct ring .tail is not where" in done.stderr, done.stderr

@@ -161,6 +161,12 @@ def values() -> dict[str, int]:
         **_layout("EVENT", EVENT_DTYPE.itemsize, _dtype_fields(EVENT_DTYPE)),
         **_layout("BATCH", BATCH_DTYPE.itemsize, _dtype_fields(BATCH_DTYPE)),
         **_layout("SITE", ct.sizeof(Site), _ctypes_fields(Site)),
+    }
+
+
+def preload_values() -> dict[str, int]:
+    """The values the preload library adds to those of :func:`values` (its ring's layout)."""
+    return {
         "PRELOAD_MAGIC": PRELOAD_MAGIC,
         "PRELOAD_VERSION": PRELOAD_VERSION,
         "PRELOAD_BLOCK": PRELOAD_BLOCK,
@@ -169,14 +175,16 @@ def values() -> dict[str, int]:
     }
 
 
-def cflags() -> list[str]:
-    """The values as compiler flags: ``-DNAME=value`` (the kernel's masks as unsigned 64-bit)."""
+def cflags(preload: bool = False) -> list[str]:
+    """The values as compiler flags: ``-DNAME=value`` (the kernel's masks as unsigned 64-bit); with
+    ``preload``, those of the preload library (probes/preload/heapline_preload.c) too."""
+    shared = {**values(), **(preload_values() if preload else {})}
     return [f"-D{name}={value:#x}ULL" if name in _UNSIGNED64 else f"-D{name}={value}"
-            for name, value in values().items()]
+            for name, value in shared.items()]
 
 
 _UNSIGNED64 = {*_KERNEL_FLAGS, "PRELOAD_MAGIC", "PRELOAD_CLAIMED"}
 
 
 if __name__ == "__main__":  # the flags, for the Makefile's build of the preload library
-    print(" ".join(cflags()))
+    print(" ".join(cflags(preload=True)))
