@@ -62,6 +62,13 @@ def record(
     ring_mb: int = typer.Option(64, "--ring-mb", help="Size of the kernel event ring buffer."),
     no_alloc: bool = typer.Option(False, "--no-alloc", help="Syscalls only: do not trace malloc/free & friends."),
     stacks: bool = typer.Option(False, "--stacks", help="Record the user stack of every allocation."),
+    alloc: str = typer.Option(
+        "auto", "--alloc", help="How allocator calls are traced: auto (uprobes), uprobes, or preload (a library "
+        "loaded into a launched command, writing to shared memory)."
+    ),
+    alloc_block: bool = typer.Option(
+        False, "--alloc-block", help="With --alloc preload: a full ring makes the command wait, nothing is lost."
+    ),
     html: str | None = typer.Option(None, "--html", help="Also write the HTML report here at the end."),
     env: list[str] | None = typer.Option(
         None, "-E", "--env", help="VAR=VALUE in the launched command's environment (repeatable), e.g. LD_PRELOAD."
@@ -72,7 +79,7 @@ def record(
 
     _run(cmd.run, output=output, command=command or None, pid=pid, backend=backend, duration=duration, quiet=quiet,
          no_aslr=no_aslr, follow_children=not no_follow, ring_mb=ring_mb, trace_alloc=not no_alloc, env=env,
-         stacks=stacks, html=html)
+         stacks=stacks, html=html, alloc=alloc, alloc_block=alloc_block)
 
 
 @app.command()

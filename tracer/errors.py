@@ -17,6 +17,7 @@ class Exit(IntEnum):
     NO_TRACEFS = 12
     NO_HEADERS = 13
     NO_STRACE = 14
+    NO_PRELOAD = 15  # --alloc preload: this command cannot be preloaded (static, setuid, attached, not built)
     PID_NOT_FOUND = 20
     NOT_PERMITTED = 21  # the kernel will not let heapline read or trace that process
     PID_NOT_IN_TRACE = 22  # report/explain --pid: the trace has no events of that process

@@ -14,7 +14,7 @@
 // the ring is full the record is counted in `lost`, or, with PRELOAD_BLOCK, the writer waits for
 // the collector (unless the collector is gone).
 //
-// Nesting: a per-thread flag is set while a recorded call runs; calls made meanwhile (the
+// Nesting: a per-thread mark is set while a recorded call runs; calls made meanwhile (the
 // allocator's own, dlsym's) are passed through unrecorded, as alloc.bpf.c counts a call made
 // inside an outer one as part of it. While the real functions are being looked up, allocations
 // (dlsym may calloc) are served from a small static arena and not recorded: without this library
@@ -54,7 +54,6 @@ typedef int64_t s64;
 #define EXPORT __attribute__((visibility("default")))
 #define LIKELY(x) __builtin_expect(!!(x), 1)
 #define UNLIKELY(x) __builtin_expect(!!(x), 0)
-#define TLS __attribute__((tls_model("initial-exec"))) __thread
 
 // abi.py PRELOAD_HEADER_DTYPE, byte for byte
 struct ring {
@@ -109,11 +108,15 @@ static struct ring *ring;
 static u64 *seqs;
 static struct event *slots;
 static u64 mask;
-static u32 block;
 static u32 pid;            // this process (refreshed in a forked child)
 static int collector_gone;
-static TLS u32 tid;        // this thread (0: not asked yet)
-static TLS int inside;     // a recorded call (or the lookup) is running on this thread
+// Each thread's word, in a pthread key: its tid << 1 (0 until first asked), and INSIDE while a
+// recorded call runs on it. Not __thread: a library with a TLS segment takes a slot in every
+// thread's dtv, which the loader allocates with calloc, and the program's allocations would then
+// differ from an untraced run's by those bytes. A key below PTHREAD_KEY_2NDLEVEL_SIZE lives in
+// the thread's descriptor: no allocation, a few instructions.
+#define INSIDE 1u
+static pthread_key_t key;
 
 // the static arena for allocations made while the real functions are looked up
 static _Alignas(64) char arena[16384];
@@ -135,15 +138,9 @@ static inline u64 now_ns(void) {
     return (u64)t.tv_sec * 1000000000ull + (u64)t.tv_nsec;
 }
 
-static inline u32 this_tid(void) {
-    if (UNLIKELY(!tid))
-        tid = (u32)syscall(SYS_gettid);
-    return tid;
-}
-
 static void after_fork_child(void) {
     pid = (u32)getpid();
-    tid = 0;
+    pthread_setspecific(key, NULL);  // the child's one thread: its tid is asked again
 }
 
 // ---- the ring -------------------------------------------------------------------------------------
@@ -161,7 +158,7 @@ static inline struct event *claim(u64 *at) {
     for (;;) {
         u64 t = __atomic_load_n(&ring->tail, __ATOMIC_ACQUIRE);
         if (UNLIKELY(h - t >= ring->capacity)) {
-            if (!block || collector_gone) {
+            if (!(__atomic_load_n(&ring->flags, __ATOMIC_RELAXED) & PRELOAD_BLOCK) || collector_gone) {
                 __atomic_fetch_add(&ring->lost, 1, __ATOMIC_RELAXED);
                 return NULL;
             }
@@ -180,7 +177,7 @@ static inline struct event *claim(u64 *at) {
     return &slots[h & mask];
 }
 
-static inline void put(enum fn f, u16 aux, u64 ts, u64 dur, u64 a0, u64 a1, u64 a2, u64 a3, s64 ret) {
+static inline void put(uintptr_t *me, enum fn f, u16 aux, u64 ts, u64 dur, u64 a0, u64 a1, u64 a2, u64 a3, s64 ret) {
     int saved = errno;  // the caller sees the allocator's errno, whatever the ring does
     u64 at;
     struct event *e = claim(&at);
@@ -188,7 +185,9 @@ static inline void put(enum fn f, u16 aux, u64 ts, u64 dur, u64 a0, u64 a1, u64 
         e->ts = ts;
         e->dur = dur;
         e->pid = pid;
-        e->tid = this_tid();
+        if (UNLIKELY(*me < 2))
+            *me = (uintptr_t)syscall(SYS_gettid) << 1;
+        e->tid = (u32)(*me >> 1);
         e->kind = kind_of[f];
         e->aux = aux;
         int cpu = sched_getcpu();
@@ -266,12 +265,11 @@ static int map_ring(void) {
     seqs = (u64 *)((char *)m + sizeof(struct ring));
     slots = (struct event *)(seqs + head.capacity);
     mask = head.capacity - 1;
-    block = head.flags & PRELOAD_BLOCK;
     return 0;
 }
 
-// Look the real functions up and map the ring, once; calls made meanwhile on this thread are the
-// lookup's own (inside is set). Another thread arriving meanwhile waits.
+// Look the real functions up and map the ring, once; calls made meanwhile (the lookup's own, on
+// this thread) are passed through unrecorded. Another thread arriving meanwhile waits.
 static void init(void) {
     int expect = UNINIT;
     if (!__atomic_compare_exchange_n(&state, &expect, INITIALIZING, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
@@ -279,8 +277,6 @@ static void init(void) {
             sched_yield();
         return;
     }
-    int was = inside;
-    inside = 1;
     int saved = errno;
     for (int i = 0; i < F_COUNT; i++) {
         real[i] = dlsym(RTLD_NEXT, fn_names[i]);
@@ -294,11 +290,11 @@ static void init(void) {
     }
     pid = (u32)getpid();
     // without a ring (the environment lost it) calls are passed through, unrecorded
-    int ok = real[F_MALLOC] && real[F_FREE] && real[F_CALLOC] && real[F_REALLOC] && map_ring() == 0;
+    int ok = real[F_MALLOC] && real[F_FREE] && real[F_CALLOC] && real[F_REALLOC] &&
+             pthread_key_create(&key, NULL) == 0 && map_ring() == 0;
     if (ok)
         pthread_atfork(NULL, NULL, after_fork_child);
     errno = saved;
-    inside = was;
     __atomic_store_n(&state, ok ? READY : OFF, __ATOMIC_RELEASE);
 }
 
@@ -321,60 +317,77 @@ typedef int (*mallopt_fn)(int, int);
 
 #define REAL(f, type) ((type)real[f])
 
-// Not recorded: a nested call, or the library is not (yet) recording. True when the caller should
-// just pass the call on (real[f] is then set, unless the lookup itself is running).
-static inline int pass_through(void) {
-    if (LIKELY(state == READY && !inside))
+// Whether to record this call: the library records, and no recorded call runs on this thread
+// (else it is one the allocator makes inside that call). Then the thread is marked INSIDE until
+// end(); otherwise the caller passes the call on (real[f] is set, unless the lookup is running).
+static inline int begin(uintptr_t *me) {
+    if (UNLIKELY(state != READY)) {
+        if (state == UNINIT)
+            init();
+        if (state != READY)
+            return 0;
+    }
+    uintptr_t w = (uintptr_t)pthread_getspecific(key);
+    if (UNLIKELY(w & INSIDE))
         return 0;
-    if (state == UNINIT)
-        init();
-    return state != READY || inside;
+    pthread_setspecific(key, (void *)(w | INSIDE));
+    *me = w;
+    return 1;
+}
+
+static inline void end(uintptr_t me) { pthread_setspecific(key, (void *)me); }
+
+// begin() for a function the allocator may lack (then the caller passes the call on, if it can)
+static inline int begin_fn(uintptr_t *me, enum fn f) {
+    if (!begin(me))
+        return 0;
+    if (UNLIKELY(!real[f])) {
+        end(*me);
+        return 0;
+    }
+    return 1;
 }
 
 EXPORT void *malloc(size_t n) {
-    if (UNLIKELY(pass_through())) {
-        if (!real[F_MALLOC])
-            return arena_alloc(n);
-        return REAL(F_MALLOC, malloc_fn)(n);
-    }
-    inside = 1;
+    uintptr_t me;
+    if (UNLIKELY(!begin(&me)))
+        return real[F_MALLOC] ? REAL(F_MALLOC, malloc_fn)(n) : arena_alloc(n);
     u64 t0 = now_ns();
     void *p = REAL(F_MALLOC, malloc_fn)(n);
     u64 t1 = now_ns();
-    put(F_MALLOC, 0, t0, t1 - t0, n, 0, 0, 0, (s64)(uintptr_t)p);
-    inside = 0;
+    put(&me, F_MALLOC, 0, t0, t1 - t0, n, 0, 0, 0, (s64)(uintptr_t)p);
+    end(me);
     return p;
 }
 
 EXPORT void free(void *p) {
     if (UNLIKELY(in_arena(p)))
         return;
-    if (UNLIKELY(pass_through())) {
+    uintptr_t me;
+    if (UNLIKELY(!begin(&me))) {
         if (real[F_FREE])
             REAL(F_FREE, free_fn)(p);
         return;
     }
-    inside = 1;
-    put(F_FREE, 0, now_ns(), 0, (u64)(uintptr_t)p, 0, 0, 0, 0);
+    put(&me, F_FREE, 0, now_ns(), 0, (u64)(uintptr_t)p, 0, 0, 0, 0);
     REAL(F_FREE, free_fn)(p);
-    inside = 0;
+    end(me);
 }
 
 EXPORT void *calloc(size_t n, size_t size) {
-    if (UNLIKELY(pass_through())) {
-        if (!real[F_CALLOC]) {
-            if (size && n > (size_t)-1 / size)
-                return NULL;
-            return arena_alloc(n * size);  // static storage: zeroed already, never reused
-        }
-        return REAL(F_CALLOC, calloc_fn)(n, size);
+    uintptr_t me;
+    if (UNLIKELY(!begin(&me))) {
+        if (real[F_CALLOC])
+            return REAL(F_CALLOC, calloc_fn)(n, size);
+        if (size && n > (size_t)-1 / size)
+            return NULL;
+        return arena_alloc(n * size);  // static storage: zeroed already, never reused
     }
-    inside = 1;
     u64 t0 = now_ns();
     void *p = REAL(F_CALLOC, calloc_fn)(n, size);
     u64 t1 = now_ns();
-    put(F_CALLOC, 0, t0, t1 - t0, n, size, 0, 0, (s64)(uintptr_t)p);
-    inside = 0;
+    put(&me, F_CALLOC, 0, t0, t1 - t0, n, size, 0, 0, (s64)(uintptr_t)p);
+    end(me);
     return p;
 }
 
@@ -386,69 +399,65 @@ EXPORT void *realloc(void *old, size_t n) {
             memcpy(p, old, n < room ? n : room);
         return p;
     }
-    if (UNLIKELY(pass_through())) {
-        if (!real[F_REALLOC])
-            return old ? NULL : arena_alloc(n);
-        return REAL(F_REALLOC, realloc_fn)(old, n);
+    uintptr_t me;
+    if (UNLIKELY(!begin(&me))) {
+        if (real[F_REALLOC])
+            return REAL(F_REALLOC, realloc_fn)(old, n);
+        return old ? NULL : arena_alloc(n);
     }
-    inside = 1;
     u64 t0 = now_ns();
     void *p = REAL(F_REALLOC, realloc_fn)(old, n);
     u64 t1 = now_ns();
-    put(F_REALLOC, 0, t0, t1 - t0, (u64)(uintptr_t)old, n, 0, 0, (s64)(uintptr_t)p);
-    inside = 0;
+    put(&me, F_REALLOC, 0, t0, t1 - t0, (u64)(uintptr_t)old, n, 0, 0, (s64)(uintptr_t)p);
+    end(me);
     return p;
 }
 
 EXPORT void *reallocarray(void *old, size_t n, size_t size) {
-    if (UNLIKELY(pass_through() || !real[F_REALLOCARRAY])) {
-        if (!real[F_REALLOCARRAY]) {
-            if (size && n > (size_t)-1 / size) {
-                errno = ENOMEM;
-                return NULL;
-            }
-            return realloc(old, n * size);
+    uintptr_t me;
+    if (UNLIKELY(!begin_fn(&me, F_REALLOCARRAY))) {
+        if (real[F_REALLOCARRAY])
+            return REAL(F_REALLOCARRAY, reallocarray_fn)(old, n, size);
+        if (size && n > (size_t)-1 / size) {
+            errno = ENOMEM;
+            return NULL;
         }
-        return REAL(F_REALLOCARRAY, reallocarray_fn)(old, n, size);
+        return realloc(old, n * size);
     }
-    inside = 1;
     u64 t0 = now_ns();
     void *p = REAL(F_REALLOCARRAY, reallocarray_fn)(old, n, size);
     u64 t1 = now_ns();
-    put(F_REALLOCARRAY, 0, t0, t1 - t0, (u64)(uintptr_t)old, n, size, 0, (s64)(uintptr_t)p);
-    inside = 0;
+    put(&me, F_REALLOCARRAY, 0, t0, t1 - t0, (u64)(uintptr_t)old, n, size, 0, (s64)(uintptr_t)p);
+    end(me);
     return p;
 }
 
 EXPORT int posix_memalign(void **out, size_t align, size_t size) {
-    if (UNLIKELY(pass_through() || !real[F_POSIX_MEMALIGN])) {
-        if (!real[F_POSIX_MEMALIGN])
-            return ENOMEM;
-        return REAL(F_POSIX_MEMALIGN, posix_memalign_fn)(out, align, size);
-    }
-    inside = 1;
+    uintptr_t me;
+    if (UNLIKELY(!begin_fn(&me, F_POSIX_MEMALIGN)))
+        return real[F_POSIX_MEMALIGN] ? REAL(F_POSIX_MEMALIGN, posix_memalign_fn)(out, align, size) : ENOMEM;
     u64 t0 = now_ns();
     int rc = REAL(F_POSIX_MEMALIGN, posix_memalign_fn)(out, align, size);
     u64 t1 = now_ns();
-    put(F_POSIX_MEMALIGN, 0, t0, t1 - t0, (u64)(uintptr_t)out, align, size, rc == 0 ? (u64)(uintptr_t)*out : 0,
+    put(&me, F_POSIX_MEMALIGN, 0, t0, t1 - t0, (u64)(uintptr_t)out, align, size, rc == 0 ? (u64)(uintptr_t)*out : 0,
         (s64)(u32)rc);
-    inside = 0;
+    end(me);
     return rc;
 }
 
 // aligned_alloc, memalign, valloc, pvalloc: a pointer from one or two size arguments
 static inline void *aligned(enum fn f, size_t a0, size_t a1, int nargs) {
-    if (UNLIKELY(pass_through() || !real[f])) {
+    uintptr_t me;
+    if (UNLIKELY(!begin_fn(&me, f))) {
         if (!real[f])
             return NULL;
         return nargs == 2 ? REAL(f, aligned_fn)(a0, a1) : REAL(f, malloc_fn)(a0);
     }
-    inside = 1;
     u64 t0 = now_ns();
     void *p = nargs == 2 ? REAL(f, aligned_fn)(a0, a1) : REAL(f, malloc_fn)(a0);
     u64 t1 = now_ns();
-    put(f, 0, t0, t1 - t0, a0, nargs == 2 ? a1 : 0, 0, 0, (s64)(uintptr_t)p);
-    inside = 0;
+    put(&me, f, 0, t0, t1 - t0, a0, nargs == 2 ? a1 : 0, 0, 0, (s64)(uintptr_t)p);
+    end(me);
     return p;
 }
 
@@ -458,26 +467,26 @@ EXPORT void *valloc(size_t size) { return aligned(F_VALLOC, size, 0, 1); }
 EXPORT void *pvalloc(size_t size) { return aligned(F_PVALLOC, size, 0, 1); }
 
 EXPORT int malloc_trim(size_t pad) {
-    if (UNLIKELY(pass_through() || !real[F_MALLOC_TRIM]))
+    uintptr_t me;
+    if (UNLIKELY(!begin_fn(&me, F_MALLOC_TRIM)))
         return real[F_MALLOC_TRIM] ? REAL(F_MALLOC_TRIM, trim_fn)(pad) : 0;
-    inside = 1;
     u64 t0 = now_ns();
     int rc = REAL(F_MALLOC_TRIM, trim_fn)(pad);
     u64 t1 = now_ns();
-    put(F_MALLOC_TRIM, 0, t0, t1 - t0, pad, 0, 0, 0, (s64)(u32)rc);
-    inside = 0;
+    put(&me, F_MALLOC_TRIM, 0, t0, t1 - t0, pad, 0, 0, 0, (s64)(u32)rc);
+    end(me);
     return rc;
 }
 
 EXPORT int mallopt(int param, int value) {
-    if (UNLIKELY(pass_through() || !real[F_MALLOPT]))
+    uintptr_t me;
+    if (UNLIKELY(!begin_fn(&me, F_MALLOPT)))
         return real[F_MALLOPT] ? REAL(F_MALLOPT, mallopt_fn)(param, value) : 0;
-    inside = 1;
     u64 t0 = now_ns();
     int rc = REAL(F_MALLOPT, mallopt_fn)(param, value);
     u64 t1 = now_ns();
     // the arguments sign-extended, as alloc.bpf.c reads them (SITE_INT)
-    put(F_MALLOPT, 0, t0, t1 - t0, (u64)(s64)param, (u64)(s64)value, 0, 0, (s64)(u32)rc);
-    inside = 0;
+    put(&me, F_MALLOPT, 0, t0, t1 - t0, (u64)(s64)param, (u64)(s64)value, 0, 0, (s64)(u32)rc);
+    end(me);
     return rc;
 }

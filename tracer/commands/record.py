@@ -10,6 +10,7 @@ from rich.text import Text
 
 from tracer.commands.base import Say
 from tracer.errors import Exit, HeaplineError
+from tracer.record.backends.base import ALLOC_METHODS
 from tracer.record.session import Request, record
 from tracer.units import literal
 
@@ -34,6 +35,14 @@ def check_options(options: dict[str, Any], html: str | None) -> None:
         raise HeaplineError(f"--pid takes a process id (a positive number), not {pid}", Exit.USAGE)
     if duration is not None and not (math.isfinite(duration) and duration > 0):
         raise HeaplineError(f"--duration takes a number of seconds above 0, not {duration}", Exit.USAGE)
+    alloc = options.get("alloc", "auto")
+    if alloc not in ALLOC_METHODS:
+        raise HeaplineError(f"--alloc takes {', '.join(ALLOC_METHODS)}, not {alloc!r}", Exit.USAGE)
+    if alloc == "preload" and pid is not None:
+        raise HeaplineError("--alloc preload needs a command to launch; an attached process keeps the uprobes",
+                            Exit.NO_PRELOAD)
+    if alloc == "preload" and options.get("stacks"):
+        raise HeaplineError("--stacks is not available with --alloc preload yet; use --alloc uprobes", Exit.USAGE)
     if ring_mb is not None and ring_mb < 1:
         raise HeaplineError(f"--ring-mb takes a size of at least 1 (MiB), not {ring_mb}", Exit.USAGE)
     for flag, path in (("-o", options.get("output")), ("--html", html)):

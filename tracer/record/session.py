@@ -34,6 +34,8 @@ class Request:
     env: dict[str, str] | None = None
     trace_alloc: bool = True
     stacks: bool = False
+    alloc: str = "auto"
+    alloc_block: bool = False
 
 
 @dataclass
@@ -82,7 +84,8 @@ def record(req: Request, say: Callable[[str], None]) -> Result:
 
     writer = TraceWriter(req.output)
     try:
-        options = Options(follow_children=req.follow_children, trace_alloc=req.trace_alloc, stacks=req.stacks)
+        options = Options(follow_children=req.follow_children, trace_alloc=req.trace_alloc, stacks=req.stacks,
+                          alloc=req.alloc, alloc_block=req.alloc_block)
         backend = make_backend(req.backend, options, req.ring_mb, say)
         return _run(req, spec, backend, writer, say)
     except BaseException:
@@ -129,6 +132,7 @@ def _run(
                 "no_aslr": req.no_aslr,
                 "duration_s": req.duration,
                 "trace_alloc": req.trace_alloc,
+                "alloc": req.alloc,
             },
             "snapshot": snapshot.to_json() if snapshot else None,
             "malloc_env": _malloc_env(req, spec, pid),

@@ -17,12 +17,18 @@ class LaunchSpec:
     no_aslr: bool = False
 
 
+#: --alloc: how allocator calls are traced (auto: uprobes; preload: the in-process library, launch only)
+ALLOC_METHODS = ("auto", "uprobes", "preload")
+
+
 @dataclass
 class Options:
     follow_children: bool = True  # fork/clone children and threads are traced too
     rss_interval_ns: int = 1_000_000  # in-kernel coalescing of rss_stat / /proc sampling period
     trace_alloc: bool = True  # malloc/free & friends with uprobes (bpf backend)
     stacks: bool = False  # the user stack of every allocation (bpf backend)
+    alloc: str = "auto"  # ALLOC_METHODS
+    alloc_block: bool = False  # preload: a full ring makes the writer wait instead of losing the record
 
 
 @dataclass

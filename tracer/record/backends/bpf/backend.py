@@ -18,10 +18,10 @@ from tracer.errors import BackendUnavailable, Exit, HeaplineError
 from tracer.events import Kind
 from tracer.record import procfs
 from tracer.record.backends.base import Backend, BackendInfo, LaunchSpec, Options
-from tracer.record.backends.bpf import abi, alloc, allocators, calibrate, kheaders, stacks, stale
+from tracer.record.backends.bpf import abi, alloc, allocators, calibrate, kheaders, preload, stacks, stale
 from tracer.record.backends.bpf.alloc import captured_stderr
 from tracer.record.backends.bpf.otheralloc import OtherAllocators
-from tracer.record.backends.bpf.rings import Rings
+from tracer.record.backends.bpf.rings import UNKNOWN_CPU, Rings
 from tracer.record.backends.bpf.uprobes import TRACEFS, Uprobes
 from tracer.record.launch import HeldChild
 
@@ -104,6 +104,8 @@ class BpfBackend(Backend):
         self._maps: stacks.MapsWatcher | None = None
         self._stacks: dict | None = None
         self._alloc_info: dict = {"traced": False, "reason": "not requested (--no-alloc)"}
+        self._preload: preload.PreloadRing | None = None
+        self._ring_bytes = ring_mb * 1024 * 1024
         self._final_details: dict = {}
         self._load()
         stale.register()
@@ -146,8 +148,13 @@ class BpfBackend(Backend):
 
     def launch(self, spec: LaunchSpec) -> int:
         env = spec.env if spec.env is not None else dict(os.environ)
-        lib = self._find_allocator(lambda: allocators.find_for_launch(spec.path, env))
-        child = HeldChild(spec.path, spec.argv, spec.env, spec.no_aslr)
+        method = self.options.alloc
+        lib = self._find_allocator(lambda: allocators.find_for_launch(spec.path, env), method != "preload")
+        child_env = spec.env
+        if lib is not None and method == "preload":
+            child_env = self._start_preload(spec.path, lib, env)
+            lib = None  # no uprobes
+        child = HeldChild(spec.path, spec.argv, child_env, spec.no_aslr)
         self._child = child
         self._root = child.pid
         if self.options.stacks:
@@ -184,7 +191,21 @@ class BpfBackend(Backend):
                     if self._alloc.attacher.follow(child) and self._others is not None:
                         self._others.look_at(child)  # and whether they use the same allocator
 
-    def _find_allocator(self, find: Callable[[], allocators.AllocatorLib]) -> allocators.AllocatorLib | None:
+    def _start_preload(self, path: str, lib: allocators.AllocatorLib, env: dict[str, str]) -> dict[str, str]:
+        """Create the preload ring; the launched command's environment that loads the library."""
+        library = preload.library_path(probes_dir())
+        try:
+            preload.check_target(path, library, lib.exported, lib.shown_path)
+            self._preload = preload.PreloadRing(preload.ring_capacity(self._ring_bytes), self.options.alloc_block)
+        except preload.PreloadUnavailable as e:
+            raise HeaplineError(f"--alloc preload cannot trace this command: {e}", Exit.NO_PRELOAD) from None
+        self._alloc_info = {"traced": True, "method": "preload", "library": lib.shown_path, "family": lib.family,
+                            "build_id": lib.build_id, "elsewhere": {}, "children": self.options.follow_children,
+                            "preload": {"library": str(library), **self._preload.details()}, "overhead": None}
+        return self._preload.env(library, env)
+
+    def _find_allocator(self, find: Callable[[], allocators.AllocatorLib],
+                        calibrate: bool = True) -> allocators.AllocatorLib | None:
         """The allocator library to probe, measured once (calibrate.py) before anything is traced."""
         if not self.options.trace_alloc:
             return None
@@ -194,7 +215,8 @@ class BpfBackend(Backend):
             self.notes.append(f"allocator calls are not traced: {str(e).rstrip('.')}; recording the syscall view")
             self._alloc_info = {"traced": False, "reason": str(e)}
             return None
-        self._overhead = self._calibrate(lib)
+        if calibrate:
+            self._overhead = self._calibrate(lib)
         return lib
 
     def _calibrate(self, lib: allocators.AllocatorLib) -> dict | None:
@@ -228,7 +250,7 @@ class BpfBackend(Backend):
             self.notes.append(f"{str(e).rstrip('.')}; recording the syscall view")
             self._alloc_info = {"traced": False, "reason": str(e), "library": lib.shown_path}
             return
-        self._alloc_info = {"traced": True, **self._alloc.describe(), "overhead": self._overhead}
+        self._alloc_info = {"traced": True, "method": "uprobes", **self._alloc.describe(), "overhead": self._overhead}
         if self._alloc.children:
             self._others = OtherAllocators(lib, pid, self.say)
             self._alloc_info["other_allocators"] = self._others.found  # filled while recording
@@ -241,9 +263,12 @@ class BpfBackend(Backend):
         if self._others is not None:  # execs come through the events rings, never in allocator batches
             self._others.feed(ev)
             self._others.feed(spare)
-        extra = [a for a in (spare, batches, Columns.from_records(self._rings.trailing_rss())) if len(a)]
+        extra = [a for a in (spare, batches, Columns.from_records(self._rings.trailing_rss()), self._preloaded())
+                 if len(a)]
         if extra:
             ev = Columns.merged([ev, *extra])
+        if self._preload is not None and len(ev):  # the library's mapping of the ring is heapline's
+            ev = ev.take(np.flatnonzero(~self._preload.is_ring_mapping(ev)))
         if not self._exec_seen and len(ev):
             ev = self._drop_launcher_calls(ev)
         if self._maps is not None and self._exec_seen:
@@ -251,6 +276,15 @@ class BpfBackend(Backend):
         if self._others is not None:
             self._others.check()
         return ev
+
+    def _preloaded(self, final: bool = False) -> Columns:
+        """The preload ring's records (those of the launched process alone without --follow)."""
+        if self._preload is None:
+            return Columns.empty()
+        got = self._preload.drain(final)
+        if not self.options.follow_children and len(got):
+            got = got.take(np.flatnonzero(got["pid"] == self._root))
+        return got
 
     def _watch_maps(self) -> None:
         """Keep the target's code mappings while it lives: stacks are symbolized against them."""
@@ -296,7 +330,10 @@ class BpfBackend(Backend):
     def lost(self) -> dict[int, int]:
         if self._bpf is None or self._rings is None:
             return dict(self._final_lost)
-        return self._rings.lost()
+        out = self._rings.lost()
+        if self._preload is not None and self._preload.lost():  # the writers do not say on which CPU
+            out[UNKNOWN_CPU] = out.get(UNKNOWN_CPU, 0) + self._preload.lost()
+        return out
 
     def stop(self) -> None:
         if self._bpf is None:
@@ -309,15 +346,22 @@ class BpfBackend(Backend):
             list(pool.map(bpf.detach_tracepoint, list(bpf.tracepoint_fds)))
         # no probe runs any more: what is in the ring now is everything
         if self._rings is not None:
+            if self._preload is not None:
+                self._preload.stop_blocking()  # nothing drains the ring after this
             self._leftover = self.poll()
             if self._rings.batches is not None:
                 rest = self._rings.batch_leftovers()
                 if len(rest):
                     self._leftover = Columns.merged([self._leftover, rest])
-            self._final_lost = self._rings.lost()
+            rest = self._preloaded(final=True)
+            if len(rest):
+                self._leftover = Columns.merged([self._leftover, rest])
+            self._final_lost = self.lost()
             self._final_details = self.info().details
             self._rings.close()
             self._rings = None
+            if self._preload is not None:
+                self._preload.close()
         if self._maps is not None:
             self._stacks = self._symbolized_stacks()
             self._final_details["stacks"] = self._stacks
@@ -328,6 +372,8 @@ class BpfBackend(Backend):
     def info(self) -> BackendInfo:
         if self._bpf is None:
             return BackendInfo(self.name, dict(self._final_details))
+        if self._preload is not None:
+            self._alloc_info["preload"].update(self._preload.details())
         details = {
             "kernel_headers": _home_relative(self.headers.path),
             "kernel_headers_exact": self.headers.exact,
@@ -337,4 +383,8 @@ class BpfBackend(Backend):
             "allocator": self._alloc_info,
             **({"stacks": self._stacks} if self._stacks is not None else {}),
         }
+        if self._preload is not None and "lost_by_reason" in details:
+            d = self._preload.details()
+            details["lost_by_reason"].update(preload_ring_full=d["lost_ring_full"],
+                                             preload_writer_died=d["lost_writer_died"])
         return BackendInfo(self.name, details)

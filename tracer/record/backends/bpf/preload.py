@@ -92,8 +92,9 @@ class PreloadRing:
         return {**env, "LD_PRELOAD": f"{library}:{preload}" if preload else str(library), ENV_RING: self.path}
 
     def drain(self, final: bool = False) -> Columns:
-        """The records committed since the last drain. ``final``: no writer runs any more; slots
-        claimed and never committed are counted lost and passed over."""
+        """The records committed since the last drain. ``final``: the last drain; the committed
+        records after a slot still claimed are taken too, and the claimed slots whose writer is
+        gone are counted lost (those of a live writer are calls made as tracing stopped)."""
         h = self._header
         tail = int(h["tail"][0])
         head = int(h["head"][0])
@@ -109,12 +110,16 @@ class PreloadRing:
             # every slot from here that is not committed is lost; the committed ones after it are kept
             rest = idx[k:]
             good = ok[k:]
-            self.losses.writer_died += int((~good).sum()) if final else 1
             if final:
+                words = self._seqs[rest[~good]]
+                claimed = (words & np.uint64(PRELOAD_CLAIMED)) != 0
+                pids = words[claimed] & np.uint64(0xFFFF_FFFF)
+                self.losses.writer_died += int((~claimed).sum()) + sum(not _alive(int(p)) for p in pids)
                 more = Columns.from_records(self._slots[rest[good]])
                 out = Columns.merged([out, more]) if len(more) else out
                 new_tail = head
             else:
+                self.losses.writer_died += 1
                 new_tail += 1
                 self._stalled_at, self._stalled_polls = -1, 0
         h["tail"] = new_tail  # after the copy: the writers may reuse the slots from here
@@ -133,6 +138,10 @@ class PreloadRing:
             return False
         self._stalled_polls += 1
         return self._stalled_polls >= STALL_POLLS
+
+    def stop_blocking(self) -> None:
+        """From now on a writer that finds the ring full counts a loss (nothing will drain it)."""
+        self._header["flags"] = 0
 
     def counters(self) -> tuple[int, int]:
         """(records the writers could not write, times a writer waited for room)."""
@@ -188,3 +197,24 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] not in (b"Z", b"X")
+
+
+#: operator new and delete: where the allocator library defines them, the uprobe path records them
+#: as NEW and DELETE; the preload library does not define them (libstdc++'s call malloc)
+OPERATORS = ("_Znwm", "_Znam", "_ZdlPv", "_ZdaPv")
+
+
+def check_target(path: str, library: Path, exported: set[str], shown: str) -> None:
+    """Raise :class:`PreloadUnavailable` when the launched program at ``path`` (served by the
+    allocator ``shown``, which exports ``exported``) cannot be traced by preloading ``library``."""
+    if not library.is_file():
+        raise PreloadUnavailable(f"the preload library {library} is not built (run make)")
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        raise PreloadUnavailable(f"cannot read {path}: {e.strerror}") from e
+    if mode & 0o6000:
+        raise PreloadUnavailable(f"{os.path.basename(path)} is setuid or setgid: the loader ignores LD_PRELOAD for it")
+    if any(op in exported for op in OPERATORS):
+        raise PreloadUnavailable(f"{shown} defines operator new and delete itself, which the preload library does "
+                                 "not interpose")
