@@ -128,6 +128,9 @@ class BpfBackend(Backend):
             f"-DBATCH_AGE_NS={BATCH_AGE_NS}ULL",
             *([f"-DSTACKS={STACK_ENTRIES}"] if self.options.stacks else []),
         ]
+        # bcc reads it while compiling; a launched command must not inherit it (a program that
+        # copies its environment, as Python does, would allocate for it)
+        had = os.environ.get("BCC_KERNEL_SOURCE")
         os.environ["BCC_KERNEL_SOURCE"] = self.headers.path
         with captured_stderr() as said:
             try:
@@ -135,6 +138,11 @@ class BpfBackend(Backend):
                 failure = None
             except Exception as e:  # bcc raises bare Exception on compile/load failures
                 failure = e
+            finally:
+                if had is None:
+                    del os.environ["BCC_KERNEL_SOURCE"]
+                else:
+                    os.environ["BCC_KERNEL_SOURCE"] = had
         if failure is not None:
             why = _first_error(said()) or str(failure)
             raise BackendUnavailable(f"the eBPF probes could not be loaded: {why}", Exit.NO_EBPF) from failure
