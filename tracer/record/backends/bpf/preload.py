@@ -172,7 +172,9 @@ class PreloadRing:
 
 def _create(size: int) -> tuple[int, str]:
     for n in range(100):
-        path = f"{SHM_DIR}/heapline-preload-{os.getpid()}-{n}"
+        # one length whatever the pid: the program sees the path in its environment, and a
+        # program that copies its environment (Python) allocates by its length
+        path = f"{SHM_DIR}/heapline-preload-{os.getpid():07d}-{n:02d}"
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         except FileExistsError:
