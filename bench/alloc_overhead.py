@@ -6,7 +6,9 @@ The workload (workloads/bin/malloc_churn) times its own loop of malloc(64) + tou
 CLOCK_MONOTONIC, so every figure is the traced work itself, without any tool's start-up. Slow
 tools run fewer pairs (the cost is reported per pair). Printed, for each tool: the loop time per
 pair, the cost it added per pair, and the ratio against an untraced run and against bcc's memleak.
-Then heapline's own figures on a 10-million-call run and on a Python program (bench/py_alloc.py,
+heapline is measured with each allocator path: uprobes (the default) and --alloc preload (the
+in-process library; with --alloc-block a full ring makes the program wait instead of losing calls).
+Then heapline's own figures on a 10-million-call run (both paths) and on a Python program (bench/py_alloc.py,
 varied sizes and pointers): lost events, the recorder's CPU per event (and how much of it went
 to Arrow: conversion, lz4 and the write), and bytes on disk per event.
 """
@@ -42,6 +44,18 @@ def run_plain(cmd: list[str], env: dict | None = None) -> int:
     if p.returncode != 0:
         raise SystemExit(f"failed: {' '.join(cmd)}\n{p.stderr[-2000:]}")
     return loop_ns(p.stdout)
+
+
+LOST: dict[str, list[int]] = {}  # heapline's rows: calls lost in each run
+
+
+def run_heapline(row: str, options: list[str], trace: str, pairs: int) -> int:
+    """One heapline recording of the churn; its loop time (and the calls it lost, kept in LOST)."""
+    ns = run_plain([*HEAPLINE, "record", "-q", *options, "-o", trace, "--", CHURN, str(pairs)])
+    from tracer.tracefile import open_trace
+
+    LOST.setdefault(row, []).append(int(open_trace(trace).end["lost_total"]))
+    return ns
 
 
 def run_attached(tool: list[str], ready: str, pairs: int) -> int:
@@ -80,9 +94,10 @@ def bare_uprobes_cmd(pairs: int) -> list[str]:
     return [sys.executable, str(ROOT / "bench" / "bare_uprobes.py"), CHURN, str(pairs)]
 
 
-def collector_figures(title: str, cmd: list[str], trace: str) -> None:
-    """Record ``cmd`` and print what the recorder spent and wrote per event."""
-    p = subprocess.run([*HEAPLINE, "record", "-q", "-o", trace, "--", *cmd], capture_output=True, text=True, cwd=ROOT)
+def collector_figures(title: str, cmd: list[str], trace: str, options: list[str] | None = None) -> None:
+    """Record ``cmd`` (with heapline's ``options``) and print what the recorder spent and wrote per event."""
+    p = subprocess.run([*HEAPLINE, "record", "-q", *(options or []), "-o", trace, "--", *cmd], capture_output=True,
+                       text=True, cwd=ROOT)
     if p.returncode != 0:
         raise SystemExit(p.stderr[-2000:])
     from tracer.tracefile import open_trace
@@ -103,6 +118,8 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=2_000_000)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--big", type=int, default=5_000_000, help="pairs of the lossless run (2 calls each)")
+    ap.add_argument("--only", action="append", help="measure only the tools whose name contains this (repeatable)")
+    ap.add_argument("--no-collector", action="store_true", help="skip the recorder's own figures")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root: uprobes need it")
@@ -114,7 +131,13 @@ def main() -> None:
 
     tools: dict[str, tuple[int, object]] = {
         "untraced": (n, lambda: run_plain([CHURN, str(n)])),
-        "heapline": (n, lambda: run_plain([*HEAPLINE, "record", "-q", "-o", trace, "--", CHURN, str(n)])),
+        "heapline": (n, lambda: run_heapline("heapline", [], trace, n)),
+        "heapline --alloc preload": (n, lambda: run_heapline("heapline --alloc preload", ["--alloc", "preload"],
+                                                             trace, n)),
+        "heapline preload, 256 MiB ring": (n, lambda: run_heapline(
+            "heapline preload, 256 MiB ring", ["--alloc", "preload", "--ring-mb", "256"], trace, n)),
+        "heapline preload --alloc-block": (n, lambda: run_heapline("heapline preload --alloc-block",
+                                                                   ["--alloc", "preload", "--alloc-block"], trace, n)),
         "bare uprobes (count only)": (n, lambda: run_plain(bare_uprobes_cmd(n))),
     }
     memleak = shutil.which("memleak-bpfcc")
@@ -127,6 +150,8 @@ def main() -> None:
         tools["ltrace -e malloc+free"] = (
             small, lambda: run_plain(["ltrace", "-e", "malloc+free", "-o", "/dev/null", CHURN, str(small)])
         )
+    if args.only:
+        tools = {k: v for k, v in tools.items() if k == "untraced" or any(o in k for o in args.only)}
     # rounds: every tool once per round, so a slow spell of the machine weighs on all of them alike
     samples: dict[str, list[float]] = {name: [] for name in tools}
     for r in range(args.repeat):
@@ -138,18 +163,24 @@ def main() -> None:
     base = per_pair["untraced"]
     ml = per_pair.get("bcc memleak")
     print(f"malloc(64) + touch + free; median of {args.repeat} rounds; untraced {base:.1f} ns per pair")
-    print(f"{'tool':<28} {'ns/pair':>10} {'added/pair':>12} {'x untraced':>11} {'x memleak cost':>15}")
+    print(f"{'tool':<32} {'ns/pair':>10} {'added/pair':>12} {'x untraced':>11} {'x memleak cost':>15}  lost")
     for name, v in per_pair.items():
         added = v - base
         vs_ml = "-"
         if ml and name != "bcc memleak" and added > 0:
             r = (ml - base) / added
             vs_ml = f"{r:.1f}x cheaper" if r >= 1 else f"{1 / r:.0f}x dearer"
-        print(f"{name:<28} {v:10.1f} {added / 1000:9.2f} µs {v / base:10.1f}x {vs_ml:>15}")
+        lost = f"  {max(LOST[name]):,} of {2 * tools[name][0]:,} calls (worst run)" if name in LOST else ""
+        print(f"{name:<32} {v:10.1f} {added / 1000:9.2f} µs {v / base:10.1f}x {vs_ml:>15}{lost}")
 
+    if args.no_collector:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
     # the lossless run: 10M calls, recorder CPU per event, bytes per event
     big = args.big
     collector_figures(f"{2 * big:,} allocator calls (the churn)", [CHURN, str(big)], trace)
+    collector_figures(f"{2 * big:,} allocator calls (the churn), --alloc preload --alloc-block", [CHURN, str(big)],
+                      trace, ["--alloc", "preload", "--alloc-block"])
     # a real program: varied sizes and pointers, syscalls and RSS records between the calls
     py = ["env", "PYTHONMALLOC=malloc", sys.executable, str(ROOT / "bench" / "py_alloc.py")]
     collector_figures("a Python program with PYTHONMALLOC=malloc (bench/py_alloc.py)", py, trace)

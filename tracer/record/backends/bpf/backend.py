@@ -28,6 +28,7 @@ from tracer.record.launch import HeldChild
 BATCH_AGE_NS = 50_000_000  # an allocator batch older than this goes to user space at its CPU's next record
 MIN_SPARE_PAGES = 16
 STACK_ENTRIES = 16384  # distinct allocation stacks kept (each up to 127 frames)
+PRELOAD_PASSES = 4  # drains of the preload ring in one poll at most
 
 
 def probes_dir() -> Path:
@@ -290,6 +291,13 @@ class BpfBackend(Backend):
         if self._preload is None:
             return Columns.empty()
         got = self._preload.drain(final)
+        parts = [got]
+        # a busy writer fills the ring faster than a poll comes round: drain again while there was
+        # much to take (a few times, so that the syscall rings are not kept waiting)
+        while not final and len(parts) < PRELOAD_PASSES and len(parts[-1]) > self._preload.capacity // 4:
+            parts.append(self._preload.drain())
+        if len(parts) > 1:
+            got = Columns.merged(parts)
         if not self.options.follow_children and len(got):
             got = got.take(np.flatnonzero(got["pid"] == self._root))
         return got

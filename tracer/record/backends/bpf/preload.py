@@ -98,32 +98,43 @@ class PreloadRing:
         h = self._header
         tail = int(h["tail"][0])
         head = int(h["head"][0])
-        if head == tail:
-            return Columns.empty()
-        seq = np.arange(tail, head, dtype=np.uint64)
-        idx = seq & np.uint64(self.mask)
-        ok = self._seqs[idx] == seq + np.uint64(1)
-        k = len(ok) if bool(ok.all()) else int(np.argmin(ok))
-        out = Columns.from_records(self._slots[idx[:k]])
-        new_tail = tail + k
-        if k < len(ok) and (final or self._writer_gone(new_tail)):
-            # every slot from here that is not committed is lost; the committed ones after it are kept
-            rest = idx[k:]
-            good = ok[k:]
+        parts = []
+        at = tail
+        # the slots from tail to head, as at most two runs of the mapping (before and after the wrap)
+        while at < head:
+            lo = at & self.mask
+            hi = min(lo + head - at, self.capacity)
+            seqs = self._seqs[lo:hi]
+            ok = seqs == np.arange(at + 1, at + 1 + hi - lo, dtype=np.uint64)
+            k = hi - lo if bool(ok.all()) else int(np.argmin(ok))
+            if k:
+                parts.append(Columns.from_records(self._slots[lo : lo + k]))
+            at += k
+            if k < hi - lo:
+                break
+        if at < head and (final or self._writer_gone(at)):
             if final:
-                words = self._seqs[rest[~good]]
-                claimed = (words & np.uint64(PRELOAD_CLAIMED)) != 0
-                pids = words[claimed] & np.uint64(0xFFFF_FFFF)
-                self.losses.writer_died += int((~claimed).sum()) + sum(not _alive(int(p)) for p in pids)
-                more = Columns.from_records(self._slots[rest[good]])
-                out = Columns.merged([out, more]) if len(more) else out
-                new_tail = head
+                parts += self._after_stall(at, head)
+                at = head
             else:
                 self.losses.writer_died += 1
-                new_tail += 1
                 self._stalled_at, self._stalled_polls = -1, 0
-        h["tail"] = new_tail  # after the copy: the writers may reuse the slots from here
-        return out
+                at += 1
+        h["tail"] = at  # after the copy: the writers may reuse the slots from here
+        return Columns.merged(parts) if len(parts) > 1 else (parts[0] if parts else Columns.empty())
+
+    def _after_stall(self, at: int, head: int) -> list[Columns]:
+        """The last drain, from a slot not committed: the committed records after it, and the
+        uncommitted slots whose writer is gone counted lost."""
+        seq = np.arange(at, head, dtype=np.uint64)
+        idx = seq & np.uint64(self.mask)
+        good = self._seqs[idx] == seq + np.uint64(1)
+        words = self._seqs[idx[~good]]
+        claimed = (words & np.uint64(PRELOAD_CLAIMED)) != 0
+        pids = words[claimed] & np.uint64(0xFFFF_FFFF)
+        self.losses.writer_died += int((~claimed).sum()) + sum(not _alive(int(p)) for p in pids)
+        more = Columns.from_records(self._slots[idx[good]])
+        return [more] if len(more) else []
 
     def _writer_gone(self, at: int) -> bool:
         """Whether the slot ``at`` has been held by a writer that no longer exists for STALL_POLLS."""
