@@ -269,6 +269,8 @@ class BpfBackend(Backend):
             ev, self._leftover = self._leftover, Columns.empty()
             return ev
         ev, spare, batches = self._rings.drain()
+        if self._preload is not None:  # the library's mapping of the ring is heapline's, not the program's
+            ev, spare = (e.where(~self._preload.is_ring_mapping(e)) if len(e) else e for e in (ev, spare))
         if self._others is not None:  # execs come through the events rings, never in allocator batches
             self._others.feed(ev)
             self._others.feed(spare)
@@ -276,8 +278,6 @@ class BpfBackend(Backend):
                  if len(a)]
         if extra:
             ev = Columns.merged([ev, *extra])
-        if self._preload is not None and len(ev):  # the library's mapping of the ring is heapline's
-            ev = ev.take(np.flatnonzero(~self._preload.is_ring_mapping(ev)))
         if not self._exec_seen and len(ev):
             ev = self._drop_launcher_calls(ev)
         if self._maps is not None and self._exec_seen:
@@ -297,7 +297,7 @@ class BpfBackend(Backend):
         while not final and len(parts) < PRELOAD_PASSES and len(parts[-1]) > self._preload.capacity // 4:
             parts.append(self._preload.drain())
         if len(parts) > 1:
-            got = Columns.merged(parts)
+            got = Columns.concat(parts)
         if not self.options.follow_children and len(got):
             got = got.take(np.flatnonzero(got["pid"] == self._root))
         return got

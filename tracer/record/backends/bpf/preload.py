@@ -77,6 +77,9 @@ class PreloadRing:
         off = PRELOAD_HEADER_DTYPE.itemsize
         self._seqs = np.frombuffer(self._mm, np.uint64, capacity, off)
         self._slots = np.frombuffer(self._mm, EVENT_DTYPE, capacity, off + 8 * capacity)
+        # the same slots as rows of 64-bit words: a drain transposes them into columns in one pass
+        self._words = np.frombuffer(self._mm, np.uint64, capacity * EVENT_DTYPE.itemsize // 8,
+                                    off + 8 * capacity).reshape(capacity, EVENT_DTYPE.itemsize // 8)
         h = self._header
         h["capacity"], h["flags"] = capacity, PRELOAD_BLOCK if block else 0
         h["version"], h["collector"] = PRELOAD_VERSION, os.getpid()
@@ -108,7 +111,7 @@ class PreloadRing:
             ok = seqs == np.arange(at + 1, at + 1 + hi - lo, dtype=np.uint64)
             k = hi - lo if bool(ok.all()) else int(np.argmin(ok))
             if k:
-                parts.append(Columns.from_records(self._slots[lo : lo + k]))
+                parts.append(Columns.from_words(self._words[lo : lo + k], 0))
             at += k
             if k < hi - lo:
                 break
@@ -121,7 +124,7 @@ class PreloadRing:
                 self._stalled_at, self._stalled_polls = -1, 0
                 at += 1
         h["tail"] = at  # after the copy: the writers may reuse the slots from here
-        return Columns.merged(parts) if len(parts) > 1 else (parts[0] if parts else Columns.empty())
+        return Columns.concat(parts)  # in the order the calls claimed their slots
 
     def _after_stall(self, at: int, head: int) -> list[Columns]:
         """The last drain, from a slot not committed: the committed records after it, and the
@@ -173,7 +176,7 @@ class PreloadRing:
         return (ev["kind"] == Kind.MMAP) & (ev["a1"] == self.bytes) & ((ev["a3"] & MAP_SHARED) != 0)
 
     def close(self) -> None:
-        del self._header, self._seqs, self._slots
+        del self._header, self._seqs, self._slots, self._words
         self._mm.close()
         try:
             os.unlink(self.path)
