@@ -5,15 +5,16 @@ PYTHON_SYS ?= /usr/bin/python3
 VENV       := .venv
 PY         := $(VENV)/bin/python
 APT_PKGS   := python3-bpfcc python3-venv strace gcc g++ make linux-headers-$(shell dpkg --print-architecture 2>/dev/null || echo amd64) \
-              libjemalloc2 libtcmalloc-minimal4 libmimalloc2.0 chromium bpfcc-tools golang-go
+              libjemalloc2 libtcmalloc-minimal4 libmimalloc2.0 chromium bpfcc-tools golang-go \
+              clang bpftool libbpf1 libbpf-dev
 # golang-go: its `go tool pprof` is the reader the tests check `heapline export --pprof` with
 # the peers bench/ compares heapline with
 BENCH_PKGS := ltrace heaptrack
 SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test deps system-deps bench-deps bench venv workloads preload lint clean plotly
+.PHONY: demo test deps system-deps bench-deps bench venv workloads preload probes lint clean plotly
 
-demo: deps workloads
+demo: deps probes workloads
 	@mkdir -p out
 	$(SUDO) $(VENV)/bin/heapline record -o out/phases.trace -- workloads/bin/phases
 	$(VENV)/bin/heapline summary out/phases.trace | tee out/phases.summary.txt
@@ -21,7 +22,7 @@ demo: deps workloads
 	@echo "trace:   out/phases.trace"
 	@echo "summary: out/phases.summary.txt and out/phases.summary.json"
 
-test: deps workloads
+test: deps probes workloads
 	$(PY) -m ruff check tracer viz tests bench
 	$(PY) -m pytest -q -rs
 
@@ -41,7 +42,7 @@ bench-deps: deps
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 
-bench: bench-deps workloads
+bench: bench-deps probes workloads
 	$(SUDO) $(PY) bench/syscall_overhead.py
 	$(SUDO) $(PY) bench/alloc_overhead.py
 	$(PY) bench/report_bench.py
@@ -66,6 +67,23 @@ $(PRELOAD_SO): probes/preload/heapline_preload.c probes/heapline.h tracer/record
 
 preload: $(PRELOAD_SO)
 
+
+# The probes as one CO-RE object, built once against this kernel's BTF and loaded through libbpf
+# (tracer/record/backends/bpf/coreload.py); without it, recordings compile them with bcc.
+BTF        := /sys/kernel/btf/vmlinux
+PROBES_OBJ := probes/build/heapline.bpf.o
+ABI_PY     := tracer/events.py tracer/decode.py tracer/record/backends/bpf/abi.py tracer/record/backends/bpf/catalogue.py
+
+probes: $(PROBES_OBJ)
+
+probes/build/vmlinux.h: $(BTF)
+	@mkdir -p probes/build
+	bpftool btf dump file $(BTF) format c > $@.tmp && mv $@.tmp $@
+
+$(PROBES_OBJ): probes/build/vmlinux.h $(wildcard probes/*.c probes/*.h) $(ABI_PY) $(VENV)/.done
+	clang -target bpf -g -O2 -mcpu=v3 -D__TARGET_ARCH_x86 -DHEAPLINE_CORE -Iprobes/build -Iprobes \
+		$$($(PY) -m tracer.record.backends.bpf.abi) -c probes/core.bpf.c -o $@.tmp && mv $@.tmp $@
+
 workloads: preload
 	$(MAKE) -s -C workloads
 	$(MAKE) -s -C workloads/scenarios
@@ -84,6 +102,6 @@ lint: venv
 	$(PY) -m ruff check tracer viz tests bench
 
 clean:
-	rm -rf $(VENV) out $(PRELOAD_SO)
+	rm -rf $(VENV) out $(PRELOAD_SO) probes/build
 	$(MAKE) -s -C workloads clean
 	$(MAKE) -s -C workloads/scenarios clean

@@ -14,32 +14,32 @@
 // calls free) are part of the outer call: a call entered while an outer one is in flight on the
 // same thread, deeper on its stack (or level with it: a tail call), is not recorded.
 
-BPF_TASK_STORAGE(alloc_calls, struct alloc_call);
+MAP_TASK_STORAGE(alloc_calls, struct alloc_call);
 // Records are written into this CPU's batch and the batch is sent to alloc_ring when full or when
 // its first record is older than BATCH_AGE_NS (at the next record on that CPU; user space reads
 // what is left in the batches after the probes are detached). A probe that finds the batch taken
 // writes its record straight into the events ring instead, as the syscall probes do. Uprobe
 // programs attached through perf events run with preemption disabled, so the batch is found taken
 // only on kernels that run them preemptibly (a writer preempted mid-record keeps it).
-BPF_RINGBUF_OUTPUT(alloc_ring, ALLOC_RING_PAGES);
-BPF_PERCPU_ARRAY(alloc_batch, struct batch, 1);
+MAP_RINGBUF(alloc_ring, ALLOC_RING_PAGES);
+MAP_PERCPU_ARRAY(alloc_batch, struct batch, 1);
 #ifdef STACKS
 // user stacks of allocations, taken at the return probe: there the instruction pointer is the
 // return address in the caller and the frame pointer the caller's, so frame-pointer unwinding
 // starts at the allocation site itself
-BPF_STACK_TRACE(stacks, STACKS);
+MAP_STACK_TRACE(stacks, STACKS);
 #endif
 // per probe slot (the SLOT argument below): bytes the code before the entry site pushed or
 // reserved, so that every entry is compared at the stack pointer the function was entered with
-BPF_ARRAY(site_shift, u64, SLOTS);
+MAP_ARRAY(site_shift, u64, SLOTS);
 
 static __always_inline struct alloc_call *current_call(int create) {
     struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
-    return alloc_calls.task_storage_get(task, 0, create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
+    return TASK_STORAGE_GET(alloc_calls, task, 0, create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
 }
 
 static __always_inline u64 shift_of(int slot) {
-    u64 *shift = site_shift.lookup(&slot);
+    u64 *shift = LOOKUP(site_shift, &slot);
     return shift ? *shift : 0;
 }
 
@@ -54,7 +54,7 @@ static __always_inline int inside_outer(struct alloc_call *c, u64 sp, int slot) 
 static __always_inline void send_batch(struct batch *b) {
 #pragma unroll
     for (int i = 0; i < RESERVE_TRIES; i++) {
-        if (alloc_ring.ringbuf_output(b, sizeof(*b), BPF_RB_NO_WAKEUP) == 0) {
+        if (RB_OUTPUT(alloc_ring, b, sizeof(*b), BPF_RB_NO_WAKEUP) == 0) {
             b->n = 0;
             b->used = 0;
             return;
@@ -66,7 +66,7 @@ static __always_inline void send_batch(struct batch *b) {
 // full because the ring refused it, as a record of its own in the events ring.
 static __always_inline void put_record(struct event *r, u64 now) {
     int zero = 0;
-    struct batch *b = alloc_batch.lookup(&zero);
+    struct batch *b = LOOKUP(alloc_batch, &zero);
     if (b) {
         if (!__sync_lock_test_and_set(&b->busy, 1)) {
             if (b->n >= BATCH)
@@ -166,8 +166,10 @@ static __always_inline int alloc_return(struct pt_regs *ctx) {
         r.a[3] = ptr;
     }
 #ifdef STACKS
-    int sid = stacks.get_stackid(ctx, BPF_F_USER_STACK);
-    r.a[4] = sid >= 0 ? (u64)sid + 1 : 0;  // 0: no stack (the table was full or the walk failed)
+    if (STACKS_ON) {
+        int sid = GET_STACKID(stacks, ctx, BPF_F_USER_STACK);
+        r.a[4] = sid >= 0 ? (u64)sid + 1 : 0;  // 0: no stack (the table was full or the walk failed)
+    }
 #endif
     r.ret = PT_REGS_RC(ctx);
     put_record(&r, now);
@@ -220,11 +222,11 @@ static __always_inline int alloc_direct(struct pt_regs *ctx, int slot, u16 kind,
 // so the low 12 bits of a site's address are those of its ELF address).
 // tracer/record/backends/bpf/alloc.py fills it, spreading the sites over groups so that no two in a
 // group share their low bits; each group is one tracefs event with one program.
-BPF_ARRAY(sites, struct site, SITE_GROUPS * SITE_KEYS);
+MAP_ARRAY(sites, struct site, SITE_GROUPS * SITE_KEYS);
 
 static __always_inline int site_enter(struct pt_regs *ctx, u32 group) {
     u32 key = group * SITE_KEYS + (PT_REGS_IP(ctx) & (SITE_KEYS - 1));
-    struct site *s = sites.lookup(&key);
+    struct site *s = LOOKUP(sites, &key);
     if (!s || !s->kind)
         return 0;
     u32 nargs = s->flags & SITE_NARGS;
@@ -243,8 +245,8 @@ static __always_inline int site_enter(struct pt_regs *ctx, u32 group) {
 
 // the entry program of each group, and the one return program (the call in flight says what returns)
 _Static_assert(SITE_GROUPS == 4, "one alloc_enter_g<N> below for each of the SITE_GROUPS groups");
-int alloc_enter_g0(struct pt_regs *ctx) { return site_enter(ctx, 0); }
-int alloc_enter_g1(struct pt_regs *ctx) { return site_enter(ctx, 1); }
-int alloc_enter_g2(struct pt_regs *ctx) { return site_enter(ctx, 2); }
-int alloc_enter_g3(struct pt_regs *ctx) { return site_enter(ctx, 3); }
-int alloc_return_any(struct pt_regs *ctx) { return alloc_return(ctx); }
+UPROBE int alloc_enter_g0(struct pt_regs *ctx) { return site_enter(ctx, 0); }
+UPROBE int alloc_enter_g1(struct pt_regs *ctx) { return site_enter(ctx, 1); }
+UPROBE int alloc_enter_g2(struct pt_regs *ctx) { return site_enter(ctx, 2); }
+UPROBE int alloc_enter_g3(struct pt_regs *ctx) { return site_enter(ctx, 3); }
+UPROBE int alloc_return_any(struct pt_regs *ctx) { return alloc_return(ctx); }

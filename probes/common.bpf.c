@@ -1,8 +1,10 @@
 // heapline: what every probe shares: the rings, the traced set, the loss counters.
 //
-// Compiled by bcc, followed by syscalls.bpf.c and (when allocator calls are traced) alloc.bpf.c.
-// The Python side defines every value heapline.h lists (tracer/record/backends/bpf/abi.py), and
-// these options of a recording (tracer/record/backends/bpf/backend.py):
+// Followed by syscalls.bpf.c and alloc.bpf.c: compiled by bcc at each recording (alloc.bpf.c only
+// when allocator calls are traced), or built once by make as one CO-RE object (core.bpf.c; see
+// loader.h for what differs). The Python side defines every value heapline.h lists
+// (tracer/record/backends/bpf/abi.py), and these options of a recording
+// (tracer/record/backends/bpf/backend.py; with the CO-RE object, loader.h's `cfg` and map sizes):
 //   RINGBUF_PAGES     size of the event ring buffer in pages (power of two)
 //   SPARE_PAGES       size of the spare ring (power of two)
 //   RSS_INTERVAL_NS   at most one RSS record per address space per this interval
@@ -14,22 +16,22 @@
 // Each record is a fixed-size struct event (mirrors tracer/events.py EVENT_DTYPE), submitted
 // without waking the consumer; user space drains the rings on a timer.
 
-#include <uapi/linux/ptrace.h>
+#include "loader.h"
 #include "heapline.h"
 
-BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+MAP_RINGBUF(events, RINGBUF_PAGES);
 // Where a record goes when `events` refuses it although it has room (its lock was not taken in
 // time); a different ring has a different lock.
-BPF_RINGBUF_OUTPUT(spare, SPARE_PAGES);
+MAP_RINGBUF(spare, SPARE_PAGES);
 
 // tgid -> TRACE_ACTIVE, or TRACE_PENDING_EXEC for a launched child held before execve
-BPF_HASH(traced, u32, u8, 65536);
+MAP_HASH(traced, u32, u8, 65536);
 // events that could not be recorded, per CPU and per reason (LOST_* in heapline.h), and SPARE_USED
 // and BATCH_BUSY
-BPF_PERCPU_ARRAY(lost, u64, LOST_COUNTERS);
+MAP_PERCPU_ARRAY(lost, u64, LOST_COUNTERS);
 
 static __always_inline void count_lost(int reason) {
-    u64 *n = lost.lookup(&reason);
+    u64 *n = LOOKUP(lost, &reason);
     if (n)
         (*n)++;
 }
@@ -41,11 +43,11 @@ static __always_inline struct event *reserve(void) {
     struct event *e;
 #pragma unroll
     for (int i = 0; i < RESERVE_TRIES; i++) {
-        e = events.ringbuf_reserve(sizeof(struct event));
+        e = RB_RESERVE(events, sizeof(struct event));
         if (e)
             return e;
     }
-    e = spare.ringbuf_reserve(sizeof(struct event));
+    e = RB_RESERVE(spare, sizeof(struct event));
     if (e)
         count_lost(SPARE_USED);
     return e;
@@ -57,7 +59,7 @@ static __always_inline void submit(struct event *e) {
 }
 
 static __always_inline int is_active(u32 tgid) {
-    u8 *st = traced.lookup(&tgid);
+    u8 *st = LOOKUP(traced, &tgid);
     return st && *st == TRACE_ACTIVE;
 }
 

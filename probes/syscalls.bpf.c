@@ -2,13 +2,13 @@
 // Filtering happens here: only tasks whose tgid is in `traced` produce records.
 
 // rss_stat's mm_id -> the owning tgid and the latest counters of that address space
-BPF_TABLE("lru_hash", u32, struct rss_state, rss_state, 16384);
+MAP_LRU_HASH(rss_state, u32, struct rss_state, 16384);
 // tgid -> exit_group() status
-BPF_HASH(exit_codes, u32, s32, 65536);
+MAP_HASH(exit_codes, u32, s32, 65536);
 // tid -> clone flags of a fork/clone in flight
-BPF_HASH(cloning, u32, u64, 65536);
+MAP_HASH(cloning, u32, u64, 65536);
 // tid -> the syscall in flight (entry time and arguments)
-BPF_HASH(inflight, u32, struct pending, 65536);
+MAP_HASH(inflight, u32, struct pending, 65536);
 static __always_inline int enter(u16 kind, u64 a0, u64 a1, u64 a2, u64 a3, u64 a4, u64 a5) {
     u64 id = bpf_get_current_pid_tgid();
     u32 tgid = id >> 32, tid = (u32)id;
@@ -18,7 +18,7 @@ static __always_inline int enter(u16 kind, u64 a0, u64 a1, u64 a2, u64 a3, u64 a
     p.ts = bpf_ktime_get_ns();
     p.kind = kind;
     p.a[0] = a0; p.a[1] = a1; p.a[2] = a2; p.a[3] = a3; p.a[4] = a4; p.a[5] = a5;
-    if (inflight.update(&tid, &p))
+    if (UPDATE(inflight, &tid, &p))
         count_lost(LOST_INFLIGHT_FULL);
     return 0;
 }
@@ -26,17 +26,17 @@ static __always_inline int enter(u16 kind, u64 a0, u64 a1, u64 a2, u64 a3, u64 a
 static __always_inline int leave(u16 kind, long ret) {
     u64 id = bpf_get_current_pid_tgid();
     u32 tid = (u32)id;
-    struct pending *p = inflight.lookup(&tid);
+    struct pending *p = LOOKUP(inflight, &tid);
     if (!p)
         return 0;
     if (p->kind != kind) {
-        inflight.delete(&tid);
+        DELETE(inflight, &tid);
         return 0;
     }
     struct event *e = reserve();
     if (!e) {
         count_lost(LOST_RING_FULL);
-        inflight.delete(&tid);
+        DELETE(inflight, &tid);
         return 0;
     }
     u64 now = bpf_ktime_get_ns();
@@ -51,45 +51,45 @@ static __always_inline int leave(u16 kind, long ret) {
     e->a[3] = p->a[3]; e->a[4] = p->a[4]; e->a[5] = p->a[5];
     e->ret = ret;
     submit(e);
-    inflight.delete(&tid);
+    DELETE(inflight, &tid);
     return 0;
 }
 
 // ---- memory syscalls ------------------------------------------------------------------
 
-TRACEPOINT_PROBE(syscalls, sys_enter_brk) {
-    return enter(K_BRK, args->brk, 0, 0, 0, 0, 0);
+SYSCALL_ENTER(brk) {
+    return enter(K_BRK, SYSARG(brk, 0), 0, 0, 0, 0, 0);
 }
-TRACEPOINT_PROBE(syscalls, sys_exit_brk) { return leave(K_BRK, args->ret); }
+SYSCALL_EXIT(brk) { return leave(K_BRK, args->ret); }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_mmap) {
+SYSCALL_ENTER(mmap) {
     // the kernel uses fd as an int: store it sign-extended, as strace prints it (-1, not 4294967295)
-    u64 fd = (u64)(s64)(s32)args->fd;
-    return enter(K_MMAP, args->addr, args->len, args->prot, args->flags, fd, args->off);
+    u64 fd = (u64)(s64)(s32)SYSARG(fd, 4);
+    return enter(K_MMAP, SYSARG(addr, 0), SYSARG(len, 1), SYSARG(prot, 2), SYSARG(flags, 3), fd, SYSARG(off, 5));
 }
-TRACEPOINT_PROBE(syscalls, sys_exit_mmap) { return leave(K_MMAP, args->ret); }
+SYSCALL_EXIT(mmap) { return leave(K_MMAP, args->ret); }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_munmap) {
-    return enter(K_MUNMAP, args->addr, args->len, 0, 0, 0, 0);
+SYSCALL_ENTER(munmap) {
+    return enter(K_MUNMAP, SYSARG(addr, 0), SYSARG(len, 1), 0, 0, 0, 0);
 }
-TRACEPOINT_PROBE(syscalls, sys_exit_munmap) { return leave(K_MUNMAP, args->ret); }
+SYSCALL_EXIT(munmap) { return leave(K_MUNMAP, args->ret); }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_mremap) {
+SYSCALL_ENTER(mremap) {
     // new_addr is only an argument with MREMAP_FIXED (otherwise the register holds whatever was there)
-    u64 new_addr = (args->flags & MREMAP_FIXED_FLAG) ? args->new_addr : 0;
-    return enter(K_MREMAP, args->addr, args->old_len, args->new_len, args->flags, new_addr, 0);
+    u64 new_addr = (SYSARG(flags, 3) & MREMAP_FIXED_FLAG) ? SYSARG(new_addr, 4) : 0;
+    return enter(K_MREMAP, SYSARG(addr, 0), SYSARG(old_len, 1), SYSARG(new_len, 2), SYSARG(flags, 3), new_addr, 0);
 }
-TRACEPOINT_PROBE(syscalls, sys_exit_mremap) { return leave(K_MREMAP, args->ret); }
+SYSCALL_EXIT(mremap) { return leave(K_MREMAP, args->ret); }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_madvise) {
-    return enter(K_MADVISE, args->start, args->len_in, (u32)args->behavior, 0, 0, 0);
+SYSCALL_ENTER(madvise) {
+    return enter(K_MADVISE, SYSARG(start, 0), SYSARG(len_in, 1), (u32)SYSARG(behavior, 2), 0, 0, 0);
 }
-TRACEPOINT_PROBE(syscalls, sys_exit_madvise) { return leave(K_MADVISE, args->ret); }
+SYSCALL_EXIT(madvise) { return leave(K_MADVISE, args->ret); }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_mprotect) {
-    return enter(K_MPROTECT, args->start, args->len, args->prot, 0, 0, 0);
+SYSCALL_ENTER(mprotect) {
+    return enter(K_MPROTECT, SYSARG(start, 0), SYSARG(len, 1), SYSARG(prot, 2), 0, 0, 0);
 }
-TRACEPOINT_PROBE(syscalls, sys_exit_mprotect) { return leave(K_MPROTECT, args->ret); }
+SYSCALL_EXIT(mprotect) { return leave(K_MPROTECT, args->ret); }
 
 // ---- process lifecycle ----------------------------------------------------------------
 
@@ -99,89 +99,89 @@ static __always_inline int note_clone(u64 flags) {
     if (!is_active(tgid))
         return 0;
     flags &= ~CSIGNAL_MASK;  // the exit signal is not a flag
-    cloning.update(&tid, &flags);
+    UPDATE(cloning, &tid, &flags);
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_clone) { return note_clone(args->clone_flags); }
-TRACEPOINT_PROBE(syscalls, sys_enter_clone3) {
+SYSCALL_ENTER(clone) { return note_clone(SYSARG(clone_flags, 0)); }
+SYSCALL_ENTER(clone3) {
     u64 flags = 0;
-    bpf_probe_read_user(&flags, sizeof(flags), (void *)args->uargs);
+    bpf_probe_read_user(&flags, sizeof(flags), (void *)SYSARG(uargs, 0));
     return note_clone(flags);
 }
-TRACEPOINT_PROBE(syscalls, sys_enter_fork) { return note_clone(0); }
-TRACEPOINT_PROBE(syscalls, sys_enter_vfork) { return note_clone(VFORK_FLAGS); }
+SYSCALL_ENTER(fork) { return note_clone(0); }
+SYSCALL_ENTER(vfork) { return note_clone(VFORK_FLAGS); }
 
 static __always_inline int clone_done(void) {
     u32 tid = (u32)bpf_get_current_pid_tgid();
-    cloning.delete(&tid);
+    DELETE(cloning, &tid);
     return 0;
 }
-TRACEPOINT_PROBE(syscalls, sys_exit_clone) { return clone_done(); }
-TRACEPOINT_PROBE(syscalls, sys_exit_clone3) { return clone_done(); }
-TRACEPOINT_PROBE(syscalls, sys_exit_fork) { return clone_done(); }
-TRACEPOINT_PROBE(syscalls, sys_exit_vfork) { return clone_done(); }
+SYSCALL_EXIT(clone) { return clone_done(); }
+SYSCALL_EXIT(clone3) { return clone_done(); }
+SYSCALL_EXIT(fork) { return clone_done(); }
+SYSCALL_EXIT(vfork) { return clone_done(); }
 
 // Runs in the parent, before the child can run: the child is traced from its first instruction.
-TRACEPOINT_PROBE(sched, sched_process_fork) {
+TRACEPOINT(sched, sched_process_fork) {
     u64 id = bpf_get_current_pid_tgid();
     u32 tgid = id >> 32, tid = (u32)id;
     if (!is_active(tgid))
         return 0;
     u32 child = args->child_pid;
     u64 flags = 0;
-    u64 *f = cloning.lookup(&tid);
+    u64 *f = LOOKUP(cloning, &tid);
     if (f)
         flags = *f;
     u64 thread = (flags & CLONE_THREAD_FLAG) ? 1 : 0;
     if (!thread && FOLLOW_CHILDREN) {
         u8 active = TRACE_ACTIVE;
-        if (traced.update(&child, &active))
+        if (UPDATE(traced, &child, &active))
             count_lost(LOST_PROCESS_TABLE_FULL);
     }
     emit(K_FORK, tgid, tid, child, flags, thread, f ? 1 : 0);
     return 0;
 }
 
-TRACEPOINT_PROBE(sched, sched_process_exec) {
+TRACEPOINT(sched, sched_process_exec) {
     u64 id = bpf_get_current_pid_tgid();
     u32 tgid = id >> 32, tid = (u32)id;
-    u8 *st = traced.lookup(&tgid);
+    u8 *st = LOOKUP(traced, &tgid);
     if (!st)
         return 0;
     u8 active = TRACE_ACTIVE;
-    traced.update(&tgid, &active);
+    UPDATE(traced, &tgid, &active);
     emit(K_EXEC, tgid, tid, args->old_pid, 0, 0, 0);
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_exit_group) {
+SYSCALL_ENTER(exit_group) {
     u64 id = bpf_get_current_pid_tgid();
     u32 tgid = id >> 32;
     if (!is_active(tgid))
         return 0;
-    s32 code = args->error_code & 0xff;
-    exit_codes.update(&tgid, &code);
+    s32 code = SYSARG(error_code, 0) & 0xff;
+    UPDATE(exit_codes, &tgid, &code);
     return 0;
 }
 
-TRACEPOINT_PROBE(sched, sched_process_exit) {
+TRACEPOINT(sched, sched_process_exit) {
     u64 id = bpf_get_current_pid_tgid();
     u32 tgid = id >> 32, tid = (u32)id;
-    u8 *st = traced.lookup(&tgid);
+    u8 *st = LOOKUP(traced, &tgid);
     if (!st)
         return 0;
-    inflight.delete(&tid);
-    cloning.delete(&tid);
+    DELETE(inflight, &tid);
+    DELETE(cloning, &tid);
     u64 last = args->group_dead ? 1 : 0;
-    s32 *code = exit_codes.lookup(&tgid);
+    s32 *code = LOOKUP(exit_codes, &tgid);
     u64 known = code ? 1 : 0;
     u64 value = code ? (u64)*code : 0;
     if (*st == TRACE_ACTIVE)
         emit(K_EXIT, tgid, tid, value, known, last, 0);
     if (last) {
-        traced.delete(&tgid);
-        exit_codes.delete(&tgid);
+        DELETE(traced, &tgid);
+        DELETE(exit_codes, &tgid);
     }
     return 0;
 }
@@ -190,12 +190,12 @@ TRACEPOINT_PROBE(sched, sched_process_exit) {
 
 // Runs on every page-fault-driven counter change, so the common case is one lookup: the state of
 // an address space already known. A new one is adopted only from a task of a traced process.
-TRACEPOINT_PROBE(kmem, rss_stat) {
+TRACEPOINT(kmem, rss_stat) {
     u32 mm = args->mm_id;
     int member = args->member;
     if (member < 0 || member > 3)
         return 0;
-    struct rss_state *s = rss_state.lookup(&mm);
+    struct rss_state *s = LOOKUP(rss_state, &mm);
     if (args->curr) {
         u32 me = bpf_get_current_pid_tgid() >> 32;
         if (!is_active(me))
@@ -203,8 +203,8 @@ TRACEPOINT_PROBE(kmem, rss_stat) {
         if (!s || s->pid != me) {  // first sight of this address space (or an id reused)
             struct rss_state fresh = {};
             fresh.pid = me;
-            rss_state.update(&mm, &fresh);
-            s = rss_state.lookup(&mm);
+            UPDATE(rss_state, &mm, &fresh);
+            s = LOOKUP(rss_state, &mm);
             if (!s)
                 return 0;
         }

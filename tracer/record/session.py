@@ -57,7 +57,7 @@ def make_backend(name: str, options: Options, ring_mb: int, say: Callable[[str],
         try:
             backend = BpfBackend(options, ring_mb=ring_mb)
             backend.say = say
-            if backend.headers.note:
+            if backend.headers is not None and backend.headers.note:
                 say(backend.headers.note)
             return backend
         except BackendUnavailable as e:

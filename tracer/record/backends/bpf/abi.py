@@ -186,5 +186,14 @@ def cflags(preload: bool = False) -> list[str]:
 _UNSIGNED64 = {*_KERNEL_FLAGS, "PRELOAD_MAGIC", "PRELOAD_CLAIMED"}
 
 
-if __name__ == "__main__":  # the flags, for the Makefile's build of the preload library
-    print(" ".join(cflags(preload=True)))
+def stamp() -> int:
+    """A digest of every value the probes share: the CO-RE object carries the one it was built with
+    (ABI_STAMP) and is loaded only where it equals this one."""
+    import hashlib
+
+    digest = hashlib.sha256("\n".join(cflags()).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+if __name__ == "__main__":  # the flags make builds the CO-RE object and the preload library with
+    print(" ".join([*cflags(preload=True), f"-DABI_STAMP={stamp():#x}ULL"]))

@@ -185,8 +185,9 @@ def attach_or_share(bpf: Any, lib: AllocatorLib, pid: int, uprobes: Uprobes, inh
         who = ", ".join(h.shown() for h in holders(lib.path, skip=os.getpid())) or "another tracer"
         try:
             with captured_stderr():
-                done = attach(bpf, lib, pid, BccProbes(bpf))
-        except ProbeRefused:
+                sharer = bpf.bcc_attacher() if hasattr(bpf, "bcc_attacher") else bpf  # the CO-RE object's
+                done = attach(bpf, lib, pid, BccProbes(sharer))
+        except (ProbeRefused, ImportError):  # ImportError: the CO-RE object's sharing needs bcc's bindings
             raise ProbeRefused(f"{first}: {who} holds probes there, and they cannot be shared", first.errno) from None
         children = ", those of the children it forks are not" if inherit else ""
         return done, (f"{who} holds probes on {lib.shown_path}; heapline shares them its way: the allocator calls "

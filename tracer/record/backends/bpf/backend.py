@@ -1,4 +1,5 @@
-"""The eBPF backend: bcc-loaded tracepoint probes, drained from a ring buffer into numpy."""
+"""The eBPF backend: tracepoint and uprobe probes (a CO-RE object through libbpf, or bcc), drained from
+ring buffers into numpy."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -18,8 +20,18 @@ from tracer.errors import BackendUnavailable, Exit, HeaplineError
 from tracer.events import Kind
 from tracer.record import procfs
 from tracer.record.backends.base import Backend, BackendInfo, LaunchSpec, Options
-from tracer.record.backends.bpf import abi, alloc, allocators, calibrate, kheaders, preload, stacks, stale
-from tracer.record.backends.bpf.alloc import captured_stderr
+from tracer.record.backends.bpf import (
+    abi,
+    alloc,
+    allocators,
+    bccload,
+    calibrate,
+    coreload,
+    kheaders,
+    preload,
+    stacks,
+    stale,
+)
 from tracer.record.backends.bpf.otheralloc import OtherAllocators
 from tracer.record.backends.bpf.rings import UNKNOWN_CPU, Rings
 from tracer.record.backends.bpf.uprobes import TRACEFS, Uprobes
@@ -29,6 +41,7 @@ BATCH_AGE_NS = 50_000_000  # an allocator batch older than this goes to user spa
 MIN_SPARE_PAGES = 16
 STACK_ENTRIES = 16384  # distinct allocation stacks kept (each up to 127 frames)
 PRELOAD_PASSES = 4  # drains of the preload ring in one poll at most
+LOADER_ENV = "HEAPLINE_LOADER"  # auto (the CO-RE object, else bcc), core or bcc
 
 
 def probes_dir() -> Path:
@@ -43,20 +56,17 @@ def probes_dir() -> Path:
     return Path(__file__).resolve().parents[4] / "probes"
 
 
+def core_object() -> Path:
+    """The CO-RE object make builds from probes/core.bpf.c."""
+    return probes_dir() / "build" / "heapline.bpf.o"
+
+
 def ensure_tracefs() -> None:
     if (TRACEFS / "events").is_dir():
         return
     rc = os.system(f"mount -t tracefs nodev {TRACEFS} >/dev/null 2>&1")
     if rc != 0 or not (TRACEFS / "events").is_dir():
         raise BackendUnavailable(f"tracefs is not mounted at {TRACEFS} and could not be mounted", Exit.NO_TRACEFS)
-
-
-def _first_error(text: str) -> str | None:
-    for line in text.splitlines():
-        line = line.strip()
-        if line and ("error" in line.lower() or "not permitted" in line.lower()):
-            return line
-    return None
 
 
 def _home_relative(path: str) -> str:
@@ -76,18 +86,13 @@ class BpfBackend(Backend):
         super().__init__(options)
         _check_root()
         ensure_tracefs()
-        try:
-            import bcc  # noqa: F401
-        except ImportError as e:
-            raise BackendUnavailable(
-                "bcc's Python bindings are not importable (install Debian's python3-bpfcc)", Exit.NO_EBPF
-            ) from e
         pages = max(1, ring_mb * 1024 * 1024 // mmap.PAGESIZE)
         self.ring_pages = 1 << (pages.bit_length() - 1)
         # the spare ring takes what the main one refuses while it has room (its lock was not taken
         # in time); when both are full, records are lost and counted
         self.spare_pages = max(MIN_SPARE_PAGES, self.ring_pages // 16)
-        self.headers = kheaders.find()
+        self.headers: kheaders.Headers | None = None  # the kernel headers bcc compiled against
+        self.loader = ""
         removed = stale.clean()
         if removed:
             self.notes.append(f"removed {len(removed)} uprobe definitions left in tracefs by killed heapline recorders")
@@ -114,12 +119,39 @@ class BpfBackend(Backend):
     # -- loading ---------------------------------------------------------------------------
 
     def _load(self) -> None:
-        from bcc import BPF
+        """The CO-RE object through libbpf where it loads (no compiler, no bcc), else bcc compiling
+        the same sources; HEAPLINE_LOADER=core or bcc forces one."""
+        wanted = os.environ.get(LOADER_ENV, "auto")
+        if wanted not in ("auto", "core", "bcc"):
+            raise HeaplineError(f"{LOADER_ENV}={wanted!r}: choose auto, core or bcc", Exit.USAGE)
+        if wanted != "bcc":
+            try:
+                self._bpf = self._load_core()
+                self.loader = "core"
+            except coreload.CoreUnavailable as e:
+                if wanted == "core":
+                    raise BackendUnavailable(f"the CO-RE probes could not be loaded: {e}", Exit.NO_EBPF) from e
+                self.notes.append(f"compiled the probes with bcc: {str(e).rstrip('.')}")
+        if self._bpf is None:
+            self._bpf = self._load_bcc()
+            self.loader = "bcc"
+        self._rings = Rings(self._bpf, self.ring_pages, self.spare_pages, self.options.trace_alloc)
 
+    def _load_core(self) -> coreload.CoreObject:
+        page = mmap.PAGESIZE
+        config = coreload.Config(rss_interval_ns=int(self.options.rss_interval_ns),
+                                 follow_children=1 if self.options.follow_children else 0,
+                                 batch_age_ns=BATCH_AGE_NS, stacks=1 if self.options.stacks else 0)
+        alloc_ring = self.ring_pages if self.options.trace_alloc else 1
+        return coreload.CoreObject(str(core_object()), ring_bytes=self.ring_pages * page,
+                                   spare_bytes=self.spare_pages * page, alloc_ring_bytes=alloc_ring * page,
+                                   config=config, alloc=self.options.trace_alloc,
+                                   stack_entries=STACK_ENTRIES if self.options.stacks else 1)
+
+    def _load_bcc(self) -> Any:
+        self.headers = kheaders.find()
         parts = ["common.bpf.c", "syscalls.bpf.c"] + (["alloc.bpf.c"] if self.options.trace_alloc else [])
-        text = "\n".join((probes_dir() / p).read_text() for p in parts)
         cflags = [
-            f"-I{probes_dir()}",
             *abi.cflags(),  # every value the probes share with the Python (heapline.h checks them)
             f"-DRINGBUF_PAGES={self.ring_pages}",
             f"-DSPARE_PAGES={self.spare_pages}",
@@ -129,25 +161,10 @@ class BpfBackend(Backend):
             f"-DBATCH_AGE_NS={BATCH_AGE_NS}ULL",
             *([f"-DSTACKS={STACK_ENTRIES}"] if self.options.stacks else []),
         ]
-        # bcc reads it while compiling; a launched command must not inherit it (a program that
-        # copies its environment, as Python does, would allocate for it)
-        had = os.environ.get("BCC_KERNEL_SOURCE")
-        os.environ["BCC_KERNEL_SOURCE"] = self.headers.path
-        with captured_stderr() as said:
-            try:
-                self._bpf = BPF(text=text, cflags=cflags)
-                failure = None
-            except Exception as e:  # bcc raises bare Exception on compile/load failures
-                failure = e
-            finally:
-                if had is None:
-                    del os.environ["BCC_KERNEL_SOURCE"]
-                else:
-                    os.environ["BCC_KERNEL_SOURCE"] = had
-        if failure is not None:
-            why = _first_error(said()) or str(failure)
-            raise BackendUnavailable(f"the eBPF probes could not be loaded: {why}", Exit.NO_EBPF) from failure
-        self._rings = Rings(self._bpf, self.ring_pages, self.spare_pages, self.options.trace_alloc)
+        try:
+            return bccload.load(probes_dir(), parts, cflags, self.headers.path)
+        except bccload.BccUnavailable as e:
+            raise BackendUnavailable(str(e), Exit.NO_EBPF) from e
 
     def _arm(self, pid: int, state: int) -> None:
         assert self._bpf is not None
@@ -391,8 +408,9 @@ class BpfBackend(Backend):
         if self._preload is not None:
             self._alloc_info["preload"].update(self._preload.details())
         details = {
-            "kernel_headers": _home_relative(self.headers.path),
-            "kernel_headers_exact": self.headers.exact,
+            "loader": self.loader,
+            **({"kernel_headers": _home_relative(self.headers.path), "kernel_headers_exact": self.headers.exact}
+               if self.headers is not None else {}),
             "ring_buffer_bytes": self.ring_pages * mmap.PAGESIZE,
             "rss_interval_ns": self.options.rss_interval_ns,
             **(self._rings.details() if self._rings is not None else {}),
