@@ -1,8 +1,10 @@
 """Drain a BPF ring buffer of fixed-size records straight into numpy, without a callback per event.
 
 The kernel's BPF_MAP_TYPE_RINGBUF is mapped into our address space: one page holding the
-consumer position (which we advance), one read-only page holding the producer position, then the
-data area mapped twice in a row, so a record that wraps around the end reads contiguously. Each
+consumer position (which we advance), one read-only page holding the producer position. The data
+area follows, twice in a row in the kernel (a record that wraps around the end reads contiguously);
+each drain maps only the window of it that holds the committed records, and unmaps it once they
+are copied out: the recorder's RSS holds what it reads, not the whole ring (twice) for its life. Each
 record is an 8-byte header (length with BUSY and DISCARD bits, page offset) followed by the
 payload, padded to 8 bytes. With fixed-size payloads the bytes between the two positions are an
 array of one numpy dtype: a drain is a view, a check of the headers and one copy.
@@ -44,9 +46,9 @@ class RingReader:
         self.record = np.dtype(HEADER.descr + [("ev", payload)])
         if self.record.itemsize % 8:
             raise ValueError("payload must be a multiple of 8 bytes")
+        self._fd = map_fd
         self._cons = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
-        self._prod = mmap.mmap(map_fd, page + 2 * data_size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
-        self._data = np.frombuffer(self._prod, dtype=np.uint8, offset=page)
+        self._prod = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
         self.page = page
         self.batch = batch
         self.drained = 0
@@ -71,14 +73,24 @@ class RingReader:
         if max_records is not None:
             n = min(n, max_records)
         start = cons & self.mask
-        words = self._data[start : start + n * rs].view(np.uint64).reshape(n, rs // 8)
-        out, n = (committed_batches if self.batch else committed)(words, self.payload.itemsize)
+        first = start & ~(self.page - 1)  # the window: whole pages of the data area's double mapping
+        length = (start + n * rs - first + self.page - 1) & ~(self.page - 1)
+        window = mmap.mmap(self._fd, length, mmap.MAP_SHARED, mmap.PROT_READ, offset=2 * self.page + first)
+        try:
+            words = np.frombuffer(window, dtype=np.uint8, count=n * rs, offset=start - first)
+            words = words.view(np.uint64).reshape(n, rs // 8)
+            out, n = (committed_batches if self.batch else committed)(words, self.payload.itemsize)
+            del words  # the records were copied out: nothing views the window any more
+        finally:
+            try:
+                window.close()
+            except BufferError:  # a view survived an error: the mapping goes with it
+                pass
         struct.pack_into("<Q", self._cons, 0, cons + n * rs)
         self.drained += len(out)
         return out
 
     def close(self) -> None:
-        self._data = None  # type: ignore[assignment]
         self._prod.close()
         self._cons.close()
 
