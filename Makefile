@@ -9,7 +9,7 @@ APT_PKGS   := python3-bpfcc python3-venv strace gcc g++ make linux-headers-$(she
               clang bpftool libbpf1 libbpf-dev
 # golang-go: its `go tool pprof` is the reader the tests check `heapline export --pprof` with
 # the peers bench/ compares heapline with
-BENCH_PKGS := ltrace heaptrack bpftrace
+BENCH_PKGS := ltrace heaptrack bpftrace sqlite3
 SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test deps system-deps bench-deps bench venv workloads preload probes lint clean plotly
@@ -46,7 +46,9 @@ bench: bench-deps probes workloads
 	$(SUDO) $(PY) bench/syscall_overhead.py
 	$(SUDO) $(PY) bench/alloc_overhead.py
 	$(PY) bench/report_bench.py
+	$(PY) bench/replay_bench.py
 	$(SUDO) $(PY) bench/startup.py
+	$(SUDO) $(PY) bench/programs.py
 
 $(VENV)/.done: pyproject.toml
 	$(PYTHON_SYS) -m venv $(VENV)
