@@ -7,14 +7,14 @@
 // defined here. A value left out stops the build here, and so does a struct laid out otherwise
 // than the Python reads it (the _Static_asserts below each struct).
 
-// kind codes K_<NAME>: tracer/events.py Kind, every one (K_RESIDENT is written by user space: it is
-// checked all the same, so that this list and Kind stay one)
+// kind codes K_<NAME>: tracer/events.py Kind, every one (K_RESIDENT and K_PAGES are written by user space:
+// they are checked all the same, so that this list and Kind stay one)
 #if !defined(K_BRK) || !defined(K_MMAP) || !defined(K_MUNMAP) || !defined(K_MREMAP) || !defined(K_MADVISE) ||     \
     !defined(K_MPROTECT) || !defined(K_FORK) || !defined(K_EXEC) || !defined(K_EXIT) || !defined(K_RSS) ||       \
     !defined(K_MALLOC) || !defined(K_CALLOC) || !defined(K_REALLOC) || !defined(K_REALLOCARRAY) ||               \
     !defined(K_FREE) || !defined(K_POSIX_MEMALIGN) || !defined(K_ALIGNED_ALLOC) || !defined(K_MEMALIGN) ||      \
     !defined(K_VALLOC) || !defined(K_PVALLOC) || !defined(K_MALLOC_TRIM) || !defined(K_MALLOPT) ||              \
-    !defined(K_NEW) || !defined(K_DELETE) || !defined(K_RESIDENT)
+    !defined(K_NEW) || !defined(K_DELETE) || !defined(K_RESIDENT) || !defined(K_PAGES)
 #error "the kind codes K_* are given by tracer/record/backends/bpf/abi.py (tracer/events.py Kind)"
 #endif
 

@@ -11,7 +11,7 @@ import signal
 
 import numpy as np
 
-from tracer.events import Kind
+from tracer.events import PAGES_EXTENT, Kind
 from tracer.fields import ERRNO_MAX
 
 MASK64 = 0xFFFF_FFFF_FFFF_FFFF
@@ -425,6 +425,8 @@ def format_call(ev: np.void | np.ndarray) -> str:
         return f"--- rss anon={a[0]} file={a[1]} shmem={a[2]} swap={a[3]} ---"
     if kind == Kind.RESIDENT:
         return f"--- smaps {a[0]:#x}-{a[1]:#x} rss={a[2]} anon={a[3]} swap={a[4]} ---"
+    if kind == Kind.PAGES:
+        return f"--- pagemap {'read' if ev['aux'] == PAGES_EXTENT else 'in RAM'} {a[0]:#x}-{a[1]:#x} ---"
     if kind == Kind.MALLOC_TRIM:
         return f"malloc_trim({a[0]}) = {ret}"
     if kind == Kind.MALLOPT:

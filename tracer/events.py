@@ -29,6 +29,11 @@ RSS        resident memory of ``pid`` in bytes: a0=anon, a1=file, a2=shmem, a3=s
 RESIDENT   one mapping of ``pid`` as /proc/PID/smaps showed it (all records of one sample share
            ``ts``): a0=start, a1=end, a2=Rss, a3=Anonymous, a4=Swap (bytes); aux=what it is
            (RESIDENT_* below: other, [heap], [stack], file-backed). Only mappings holding pages.
+PAGES      which pages of a heap mapping are in memory, as /proc/PID/pagemap showed them at the
+           ``ts`` of a RESIDENT sample: aux=PAGES_EXTENT: a0..a1 is the mapping that was read;
+           aux=PAGES_PRESENT: a0..a1 is a run of its pages in RAM (not swapped) inside it; a2=what
+           the mapping is (RESIDENT_HEAP or RESIDENT_OTHER). Only the ``[heap]`` and mappings laid
+           out as glibc's thread-arena heaps are read.
 =========  ===================================================================================
 
 Allocator calls (uprobes; one record per call, ``ts`` at entry, ``dur`` to the return):
@@ -102,6 +107,7 @@ class Kind(IntEnum):
     EXIT = 18
     RSS = 19
     RESIDENT = 20
+    PAGES = 21
     MALLOC = 32
     CALLOC = 33
     REALLOC = 34
@@ -120,6 +126,8 @@ class Kind(IntEnum):
 
 #: aux of RESIDENT records: what the mapping is
 RESIDENT_OTHER, RESIDENT_HEAP, RESIDENT_STACK, RESIDENT_FILE = 0, 1, 2, 3
+#: aux of PAGES records: the mapping read, or a run of its pages in RAM
+PAGES_EXTENT, PAGES_PRESENT = 0, 1
 
 #: The memory syscalls, in the order the summary lists them.
 SYSCALL_KINDS: tuple[Kind, ...] = (

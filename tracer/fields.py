@@ -158,6 +158,13 @@ class resident:  # noqa: N801
     what = _field("aux", "RESIDENT_OTHER, RESIDENT_HEAP, RESIDENT_STACK or RESIDENT_FILE")
 
 
+class pages:  # noqa: N801
+    start = _field("a0", "the start of the mapping read, or of a run of pages in RAM")
+    end = _field("a1", "its end")
+    what = _field("aux", "PAGES_EXTENT (the mapping read) or PAGES_PRESENT (a run in RAM)")
+    mapping = _field("a2", "RESIDENT_HEAP ([heap]) or RESIDENT_OTHER (a thread-arena heap)")
+
+
 # ---- allocator calls ---------------------------------------------------------------------------
 
 

@@ -284,8 +284,8 @@ def check_schema(got: pa.Schema, expected: pa.Schema) -> None:
 _MAPPED = {int(Kind.MMAP): ("ret", "a1"), int(Kind.MUNMAP): ("a0", "a1"), int(Kind.MPROTECT): ("a0", "a1"),
            int(Kind.MADVISE): ("a0", "a1"), int(Kind.MREMAP): ("a0", "a1", "a2", "ret"),
            int(Kind.BRK): ("ret",), int(Kind.RSS): ("a0", "a1", "a2", "a3", "a4"),
-           int(Kind.RESIDENT): ("a0", "a1", "a2", "a3", "a4")}
-_SAMPLES = np.array([int(Kind.RSS), int(Kind.RESIDENT)], dtype=np.uint16)
+           int(Kind.RESIDENT): ("a0", "a1", "a2", "a3", "a4"), int(Kind.PAGES): ("a0", "a1")}
+_SAMPLES = np.array([int(Kind.RSS), int(Kind.RESIDENT), int(Kind.PAGES)], dtype=np.uint16)
 _CHECKED = np.zeros(64, dtype=bool)  # kind code -> checked here (codes from 63 up are no kind: clipped to 63)
 _CHECKED[list(_MAPPED)] = True
 
