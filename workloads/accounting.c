@@ -11,6 +11,11 @@
  *   accounting threads     two threads allocate in their own arenas and free in two steps
  *   accounting pinned      blocks freed below one live block near the top of the heap, then that
  *                          block freed (the heap is trimmed), each state marked
+ *   accounting untouched   with the mmap threshold at 64 MiB, 3,000 written blocks of 4,000 B, a
+ *                          20 MiB block of which only the first page is written, one block above it;
+ *                          every other run of 256 small blocks and the 20 MiB block freed, a pause
+ *                          (HL_PAUSE_MS, default 700) for a residency sample, then malloc_trim(0): it
+ *                          can give back only the pages that are in RAM
  *
  * Every mark is one line, written without allocating:
  *   HL mark name=<name> ts=<CLOCK_MONOTONIC ns> arena= ordblks= smblks= hblks= hblkhd= fsmblks=
@@ -263,6 +268,39 @@ static void pinned(void)
     mark("unpinned");
 }
 
+static void untouched(void)
+{
+    enum { N = 3000, RUN = 256 };
+    size_t big = 20 << 20;
+    if (!mallopt(M_MMAP_THRESHOLD, 64 << 20))
+        hl_die("mallopt");
+    for (int i = 0; i < N; i++)
+        keep[i] = block(4000);
+    char *p = malloc(big);
+    if (!p)
+        hl_die("malloc");
+    memset(p, 0x5a, 4096); /* its first page only: the rest is never in RAM */
+    where("big", p, big);
+    void *above = block(9000);
+    mark("allocated");
+    for (int i = 0; i < N; i++)
+        if ((i / RUN) % 2 == 0) {
+            free(keep[i]);
+            keep[i] = NULL;
+        }
+    forget(p);
+    free(p);
+    const char *pause = getenv("HL_PAUSE_MS");
+    usleep((useconds_t)(pause ? atoi(pause) : 700) * 1000);
+    mark("freed");
+    malloc_trim(0);
+    mark("trimmed");
+    free(above);
+    for (int i = 0; i < N; i++)
+        free(keep[i]);
+    mark("all_freed");
+}
+
 int main(int argc, char **argv)
 {
     const char *mode = argc > 1 ? argv[1] : "frag";
@@ -277,6 +315,8 @@ int main(int argc, char **argv)
         threads();
     else if (!strcmp(mode, "pinned"))
         pinned();
+    else if (!strcmp(mode, "untouched"))
+        untouched();
     else
         hl_die("mode");
     hl_done();

@@ -73,6 +73,19 @@ def test_trim_estimate_is_what_malloc_trim_gave_back(tmp_path) -> None:
     assert int(before["sbrk"], 16) - int(after["sbrk"], 16) == (heap["top"] - 33) & ~4095
 
 
+def test_trim_estimate_counts_only_pages_in_ram(tmp_path) -> None:
+    """untouched: a freed 20 MiB block whose pages were never written holds no RAM, so malloc_trim
+    gives back only the written runs freed beside it; the recorder's pagemap samples say which."""
+    trace, rep = record(tmp_path, "untouched")
+    marks = {m["name"]: m for m in rep.all("mark")}
+    before, after = marks["freed"], marks["trimmed"]
+    given_back = int(before["rss_anon"]) - int(after["rss_anon"])
+    a = account(trace, int(before["ts"]))
+    assert given_back > 4 << 20
+    assert a["heap"]["free"] > 20 << 20  # glibc's own free bytes include the unwritten block
+    assert abs(a["malloc_trim_estimate"] - given_back) <= 0.1 * given_back, (a["malloc_trim_estimate"], given_back)
+
+
 def test_thresholds_in_force_say_where_the_next_large_block_goes(tmp_path) -> None:
     trace, rep = record(tmp_path, "thresholds")
     marks = {m["name"]: m for m in rep.all("mark")}

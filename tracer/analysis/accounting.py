@@ -13,7 +13,8 @@ the phases ask for hundreds).
 
 What ``malloc_trim(0)`` would give back is glibc's own rule (``mtrim``, ``systrim``): in each free
 chunk, after consolidating the fastbins, the whole pages past its first 48 bytes; of the main
-heap's top, all whole pages but one chunk's worth. Where the model met a call it could not place
+heap's top, all whole pages but one chunk's worth; pages the recorder's pagemap samples found not in
+RAM (and no block allocated since could have touched) are not counted. Where the model met a call it could not place
 (a tcache or fastbin hit at another address than glibc's order gives), ``exact`` is false.
 """
 
@@ -30,7 +31,7 @@ from tracer.analysis import heapscan
 from tracer.analysis import thresholds as thr
 from tracer.analysis.cache import cached
 from tracer.analysis.model import Timeline, build, own_events
-from tracer.analysis.residency import resident
+from tracer.analysis.residency import Absent, absent, resident
 from tracer.decode import MADV_DONTNEED
 from tracer.events import Kind
 from tracer.tracefile import Trace
@@ -54,6 +55,17 @@ class Model:
     chunks: dict[int, HeapChunks] = field(default_factory=dict)  # heap start -> its chunks in address order
     mapped: dict[int, np.ndarray] = field(default_factory=dict)  # thread heap -> (born, died, prot) of its mappings
     mmapped: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # blocks mmapped
+    by_opened: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # other blocks, by time opened
+
+    def touched(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+        """The pages the chunks allocated in ``(a, b]`` lie on, with the next chunk's size field
+        glibc writes: (starts, ends)."""
+        o = self.by_opened
+        t = self.blocks.opened[o]
+        sel = o[np.searchsorted(t, a, side="right"):np.searchsorted(t, b, side="right")]
+        s = self.blocks.ptr[sel].astype(np.int64) - ch.HEADER
+        e = s + self.blocks.chunk[sel] + ch.HEADER
+        return s & ~(self.page - 1), (e + self.page - 1) & ~(self.page - 1)
 
 
 @dataclass
@@ -119,6 +131,8 @@ def _model(trace: Trace, tl: Timeline) -> Model:
                                    mp["prot"][inside].to_numpy(np.int64)], axis=1) if len(mp)
                          else np.zeros((0, 3), dtype=np.int64))
     out.mmapped = np.flatnonzero(b.mmapped)
+    heaped = np.flatnonzero(~b.mmapped)
+    out.by_opened = heaped[np.argsort(b.opened[heaped], kind="stable")]
     return out
 
 
@@ -139,9 +153,10 @@ def _asof(frame: Any, col: str, ts: int, default: int) -> int:
     return int(frame[col].iloc[j]) if j >= 0 else default
 
 
-def _heaps(m: Model, lo: int, hi: np.ndarray, end: np.ndarray, ts: np.ndarray) -> list[dict[str, Any] | None]:
+def _heaps(m: Model, lo: int, hi: np.ndarray, end: np.ndarray, ts: np.ndarray,
+           gone: Absent) -> list[dict[str, Any] | None]:
     """The figures of one heap ``[lo, end)`` at each moment ``ts`` (ascending; ``hi``: where the
-    pointers of its chunks end then; ``end``: where the heap ends then)."""
+    pointers of its chunks end then; ``end``: where the heap ends then; ``gone``: its pages not in RAM)."""
     b = m.blocks
     hc = m.chunks[lo]
     idx = hc.index
@@ -153,10 +168,11 @@ def _heaps(m: Model, lo: int, hi: np.ndarray, end: np.ndarray, ts: np.ndarray) -
     main = lo == m.tl.start_brk
     own_end = np.where(ever, first, lo + TCACHE_STRUCT)
     if not main and hc.earliest >= 0:  # a thread heap: its first thread's tcache goes when that thread ends
-        gone = m.exits.get(int(b.open_tid[hc.earliest]), ch.NEVER) <= ts
-        own_end = np.where(gone & ever, first - TCACHE_STRUCT, own_end)
+        ended = m.exits.get(int(b.open_tid[hc.earliest]), ch.NEVER) <= ts
+        own_end = np.where(ended & ever, first - TCACHE_STRUCT, own_end)
     f = heapscan.scan(hc.start, b.chunk[idx], b.opened[idx], b.occupied_until[idx], b.closed[idx], b.went[idx],
-                      b.size[idx], ts, hi, own_end, end, m.page, ch.CACHED, ch.FAST)
+                      b.size[idx], ts, hi, own_end, end, m.page, ch.CACHED, ch.FAST,
+                      (gone.start, gone.end, gone.cum, gone.lo, gone.hi))
     out: list[dict[str, Any] | None] = []
     for j in range(len(ts)):
         if not ever[j] and not (main and end[j] > lo):
@@ -173,8 +189,10 @@ def _heaps(m: Model, lo: int, hi: np.ndarray, end: np.ndarray, ts: np.ndarray) -
             under = int(f["highest_under"][j])
             highest = {"address": hex(int(b.ptr[k])), "size": int(b.size[k]), "chunk": int(b.chunk[k]),
                        "allocated_at_ns": int(b.opened[k]), "free_below": under, "top_if_freed": top + c1 - c0 + under}
-        trim_top = int(end[j]) - int(f["trim_top_start"][j])
-        trim = int(f["trim_pages"][j]) + ((max(trim_top - ch.MINSIZE - 1, 0) & ~(m.page - 1)) if main else 0)
+        trim = int(f["trim_pages"][j])
+        if main:  # systrim: the top's whole pages but one chunk's worth, from the end
+            extra = max(int(end[j]) - int(f["trim_top_start"][j]) - ch.MINSIZE - 1, 0) & ~(m.page - 1)
+            trim += extra - gone.bytes_in(j, int(end[j]) - extra, int(end[j]))
         out.append({
             "start": lo, "size": heap_size, "in_use": heap_size - free, "free": free, "top": top,
             "cached": int(f["cached_bytes"][j]), "cached_chunks": int(f["cached_chunks"][j]),
@@ -207,11 +225,12 @@ def account_at(trace: Trace, moments: list[int] | np.ndarray, pid: int | None = 
     j = np.searchsorted(t_brk, sts, side="right") - 1
     brk = np.where(j >= 0, tl.breaks["brk"].to_numpy(np.int64)[np.maximum(j, 0)], tl.start_brk) if len(t_brk) \
         else np.full(len(sts), tl.start_brk, dtype=np.int64)
-    main = _heaps(m, tl.start_brk, np.maximum(brk, tl.start_brk + 1), brk, sts)
+    gone = absent(trace, tl.pid, sts, m.touched)
+    main = _heaps(m, tl.start_brk, np.maximum(brk, tl.start_brk + 1), brk, sts, gone)
     main = [h if b > tl.start_brk else None for h, b in zip(main, brk.tolist(), strict=True)]
     arenas: list[list[dict[str, Any]]] = [[] for _ in sts]
     for h in m.heaps:
-        for k, a in zip(*_arena(m, h, sts), strict=True):
+        for k, a in zip(*_arena(m, h, sts, gone), strict=True):
             if a is not None:
                 arenas[k].append(a)
     out: list[dict[str, Any]] = [{}] * len(ts)
@@ -273,7 +292,7 @@ def last_moment(trace: Trace, pid: int | None = None) -> int:
     return int(trace.meta.get("end_ns", cols["ts"][-1] if len(cols) else tl.t0))
 
 
-def _arena(m: Model, h: int, ts: np.ndarray) -> tuple[list[int], list[dict[str, Any] | None]]:
+def _arena(m: Model, h: int, ts: np.ndarray, gone: Absent) -> tuple[list[int], list[dict[str, Any] | None]]:
     """A thread-arena heap at the moments ``ts`` where some of it is accessible (committed = its
     accessible part, from the mappings): (their places in ``ts``, their figures)."""
     mp = m.mapped[h]
@@ -283,7 +302,7 @@ def _arena(m: Model, h: int, ts: np.ndarray) -> tuple[list[int], list[dict[str, 
         return [], []
     sel = ts[at]
     end = np.array([_heap_end(m, h, int(t)) for t in sel.tolist()], dtype=np.int64)
-    return at, _heaps(m, h, np.full(len(sel), h + HEAP_MAX, dtype=np.int64), end, sel)
+    return at, _heaps(m, h, np.full(len(sel), h + HEAP_MAX, dtype=np.int64), end, sel, gone.take(np.array(at)))
 
 
 def _heap_end(m: Model, h: int, ts: int) -> int:

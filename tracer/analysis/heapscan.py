@@ -9,7 +9,8 @@ moment in one pass over the chunks: each chunk is visited only at the moments it
 (found by binary search), so the cost is the number of (chunk, moment) pairs that are occupied,
 not chunks x moments. It also reads off what ``malloc_trim(0)`` would give back (glibc's mtrim:
 after consolidating the fastbins, the whole pages of each free chunk past its first 48 bytes,
-neighbours merged; ``systrim`` of the main heap's top).
+neighbours merged; ``systrim`` of the main heap's top), less the pages known not to be in RAM
+(``absent``: sorted, disjoint ranges per moment, from the recorder's pagemap samples).
 """
 
 from __future__ import annotations
@@ -31,8 +32,10 @@ _F = {name: i for i, name in enumerate(FIGURES)}
 @njit(cache=True, nogil=True)
 def _scan(start: np.ndarray, chunk: np.ndarray, opened: np.ndarray, until: np.ndarray, closed: np.ndarray,
           went: np.ndarray, size: np.ndarray, ts: np.ndarray, hi: np.ndarray, own_end: np.ndarray,
-          heap_end: np.ndarray, page: int, cached_code: int, fast_code: int) -> np.ndarray:  # pragma: no cover
+          heap_end: np.ndarray, page: int, cached_code: int, fast_code: int, ab_s: np.ndarray, ab_e: np.ndarray,
+          ab_cum: np.ndarray, ab_lo: np.ndarray, ab_hi: np.ndarray) -> np.ndarray:  # pragma: no cover
     m = len(ts)
+    ab = (ab_s, ab_e, ab_cum)
     out = np.zeros((m, 17), dtype=np.int64)
     maxend = own_end.copy()
     cur_s = np.full(m, -1, dtype=np.int64)  # the free piece being merged (for malloc_trim)
@@ -58,7 +61,7 @@ def _scan(start: np.ndarray, chunk: np.ndarray, opened: np.ndarray, until: np.nd
                     cur_e[j] = s
                 else:
                     if cur_s[j] >= 0:
-                        out[j, 15] += _pages(cur_s[j], cur_e[j], page, mask)
+                        out[j, 15] += _pages(cur_s[j], cur_e[j], page, mask, ab, ab_lo[j], ab_hi[j])
                     cur_s[j], cur_e[j] = ps, s
             elif gap > 0:
                 out[j, 4] += gap
@@ -78,7 +81,7 @@ def _scan(start: np.ndarray, chunk: np.ndarray, opened: np.ndarray, until: np.nd
                     cur_e[j] = e
                 else:
                     if cur_s[j] >= 0:
-                        out[j, 15] += _pages(cur_s[j], cur_e[j], page, mask)
+                        out[j, 15] += _pages(cur_s[j], cur_e[j], page, mask, ab, ab_lo[j], ab_hi[j])
                     cur_s[j], cur_e[j] = s, e
             elif went[i] == cached_code:
                 out[j, 7] += chunk[i]
@@ -93,24 +96,54 @@ def _scan(start: np.ndarray, chunk: np.ndarray, opened: np.ndarray, until: np.nd
             if cur_e[j] == top_start:  # a free piece touching the top merges with it
                 top_start = cur_s[j]
             else:
-                out[j, 15] += _pages(cur_s[j], cur_e[j], page, mask)
+                out[j, 15] += _pages(cur_s[j], cur_e[j], page, mask, ab, ab_lo[j], ab_hi[j])
         out[j, 16] = top_start
     return out
 
 
 @njit(cache=True, inline="always")
-def _pages(s: int, e: int, page: int, mask: int) -> int:  # pragma: no cover - compiled
+def _pages(s: int, e: int, page: int, mask: int, ab: tuple[np.ndarray, np.ndarray, np.ndarray],
+           lo: int, hi: int) -> int:  # pragma: no cover - compiled
+    """The bytes malloc_trim would madvise in the free chunk [s, e): its whole pages past its first
+    48 bytes, less those of the ranges ``lo:hi`` of ``ab`` (starts, ends, prefix sums: not in RAM)."""
     aligned = (s + MALLOC_CHUNK_STRUCT + page - 1) & mask
-    return (e - aligned) & mask if e > aligned else 0
+    if e <= aligned:
+        return 0
+    stop = aligned + ((e - aligned) & mask)
+    return (stop - aligned) - _inside(aligned, stop, ab[0], ab[1], ab[2], lo, hi)
+
+
+@njit(cache=True)
+def _inside(a: int, b: int, s: np.ndarray, e: np.ndarray, cum: np.ndarray, lo: int, hi: int) -> int:  # pragma: no cover
+    """Bytes of the sorted, disjoint ranges ``s[lo:hi]``..``e[lo:hi]`` inside [a, b) (``cum``: prefix
+    sums of their lengths over the whole arrays)."""
+    if b <= a or hi <= lo:
+        return 0
+    i = lo + np.searchsorted(e[lo:hi], a, side="right")  # the first range ending after a
+    k = lo + np.searchsorted(s[lo:hi], b, side="left")  # ranges starting before b end here
+    if k <= i:
+        return 0
+    total = cum[k] - cum[i]
+    if a > s[i]:
+        total -= a - s[i]
+    if e[k - 1] > b:
+        total -= e[k - 1] - b
+    return total
 
 
 def scan(start: np.ndarray, chunk: np.ndarray, opened: np.ndarray, until: np.ndarray, closed: np.ndarray,
          went: np.ndarray, size: np.ndarray, ts: np.ndarray, hi: np.ndarray, own_end: np.ndarray,
-         heap_end: np.ndarray, page: int, cached_code: int, fast_code: int) -> dict[str, np.ndarray]:
+         heap_end: np.ndarray, page: int, cached_code: int, fast_code: int,
+         absent: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+         ) -> dict[str, np.ndarray]:
     """The figures of one heap at the moments ``ts`` (ascending): its chunks ``start`` (ascending),
     ``chunk`` bytes, ``opened``/``until``/``closed`` times, ``went`` and requested ``size``; per
     moment, chunks whose pointer is at or above ``hi`` are not in it (the main heap ends at the
-    break), glibc's own chunks end at ``own_end`` and the heap at ``heap_end``."""
+    break), glibc's own chunks end at ``own_end`` and the heap at ``heap_end``. ``absent``: (starts,
+    ends, prefix sums, and per moment the first and past-last index) of pages not in RAM."""
+    if absent is None:
+        z = np.zeros(0, dtype=np.int64)
+        absent = (z, z, np.zeros(1, dtype=np.int64), np.zeros(len(ts), np.int64), np.zeros(len(ts), np.int64))
     out = _scan(start, chunk, opened, until, closed, went, size, ts, hi, own_end, heap_end, page,
-                cached_code, fast_code)
+                cached_code, fast_code, *absent)
     return {name: out[:, i] for name, i in _F.items()}

@@ -15,11 +15,15 @@ mapping) gives each known part its own length first, in that order, and the rest
 smaps cannot tell pages apart inside one mapping. Memory released after the sample (munmap,
 madvise, brk) up to ``ts`` is taken off where it lay: released pages are not resident until
 touched again. What was touched after the sample is not known until the next one.
+
+The PAGES records of the same samples say page by page which parts of the heaps are in RAM
+(:func:`absent`): what ``malloc_trim`` would give back counts only those.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,7 +31,7 @@ import numpy as np
 from tracer import fields as ef
 from tracer.analysis.cache import cached
 from tracer.analysis.model import Timeline, own_events
-from tracer.events import RESIDENT_FILE, RESIDENT_HEAP, RESIDENT_STACK, Kind
+from tracer.events import PAGES_PRESENT, RESIDENT_FILE, RESIDENT_HEAP, RESIDENT_STACK, Kind
 
 CAUSES = ("heap", "arenas", "mmapped_chunks", "stacks", "other")
 
@@ -144,3 +148,95 @@ def _cause_of(addr: int, tl: Timeline, known: dict[str, tuple[np.ndarray, np.nda
         if j >= 0 and addr < int(e[j]):
             return cause
     return "other"
+
+
+# ---- pages of the heaps not in RAM (PAGES samples) -----------------------------------------------
+
+
+@dataclass
+class Absent:
+    """Ranges of heap pages known not to be in RAM, for each of some moments: the flat, per-moment
+    sorted and disjoint ranges ``start``/``end``, ``cum`` the prefix sums of their lengths (one more
+    than the ranges), and for moment ``j`` its ranges are ``lo[j]:hi[j]``."""
+
+    start: np.ndarray
+    end: np.ndarray
+    cum: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+
+    @classmethod
+    def none(cls, moments: int) -> Absent:
+        z = np.zeros(0, dtype=np.int64)
+        return cls(z, z, np.zeros(1, dtype=np.int64), np.zeros(moments, np.int64), np.zeros(moments, np.int64))
+
+    def take(self, moments: np.ndarray) -> Absent:
+        """The same ranges for some of the moments (their indexes)."""
+        return Absent(self.start, self.end, self.cum, self.lo[moments], self.hi[moments])
+
+    def bytes_in(self, j: int, a: int, b: int) -> int:
+        """Bytes of moment ``j``'s ranges inside ``[a, b)``."""
+        lo, hi = int(self.lo[j]), int(self.hi[j])
+        if b <= a or lo >= hi:
+            return 0
+        r = (self.start[lo:hi], self.end[lo:hi], self.cum[lo:hi + 1] - self.cum[lo])
+        return int(_overlap(r, np.array([a]), np.array([b]))[0])
+
+
+def page_samples(trace: Any, pid: int) -> dict[str, np.ndarray]:
+    """The PAGES records of ``pid`` since its last exec, as arrays in time order (cached)."""
+
+    def compute() -> dict[str, np.ndarray]:
+        ev, kind, _ = own_events(trace, pid)
+        r = ev[kind == int(Kind.PAGES)]
+        return {"ts": r["ts"].astype(np.int64), "start": ef.pages.start(r).astype(np.int64),
+                "end": ef.pages.end(r).astype(np.int64), "present": ef.pages.what(r) == PAGES_PRESENT}
+
+    return cached(trace, ("pages", pid), compute)
+
+
+def _subtract(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The parts of the ranges ``a`` outside every range of ``b`` (each: starts, ends), sorted and merged."""
+    pts = np.r_[a[0], a[1], b[0], b[1]]
+    da = np.r_[np.ones(len(a[0]), np.int64), -np.ones(len(a[1]), np.int64), np.zeros(len(b[0]) + len(b[1]), np.int64)]
+    db = np.r_[np.zeros(len(a[0]) + len(a[1]), np.int64), np.ones(len(b[0]), np.int64), -np.ones(len(b[1]), np.int64)]
+    order = np.argsort(pts, kind="stable")
+    pts, ca, cb = pts[order], np.cumsum(da[order]), np.cumsum(db[order])
+    inside = (ca > 0) & (cb == 0)  # between pts[i] and pts[i + 1]
+    s, e = pts[:-1][inside[:-1]], pts[1:][inside[:-1]]
+    keep = e > s
+    return _ranges(s[keep], e[keep])[:2]
+
+
+def absent(trace: Any, pid: int, moments: np.ndarray,
+           touched: Callable[[int, int], tuple[np.ndarray, np.ndarray]]) -> Absent:
+    """For each of ``moments`` (ascending): the heap pages the latest PAGES sample at or before it
+    found not in RAM, less every chunk allocated after that sample (up to the next one: the program
+    may have written it). Pages outside what the sample read are not known, so not absent.
+    ``touched(a, b)``: (start, end) of the chunks allocated in ``(a, b]``."""
+    smp = page_samples(trace, pid)
+    times = np.unique(smp["ts"])
+    if not len(times):
+        return Absent.none(len(moments))
+    which = np.searchsorted(times, moments, side="right") - 1
+    parts_s, parts_e, counts = [], [], {}
+    for k in np.unique(which[which >= 0]).tolist():
+        at = smp["ts"] == times[k]
+        ext = ~smp["present"] & at
+        pres = smp["present"] & at
+        gone = _subtract((smp["start"][ext], smp["end"][ext]), (smp["start"][pres], smp["end"][pres]))
+        until = int(times[k + 1]) if k + 1 < len(times) else int(np.iinfo(np.int64).max)
+        s, e = _subtract(gone, touched(int(times[k]), until))
+        parts_s.append(s)
+        parts_e.append(e)
+        counts[k] = len(s)
+    offsets, total = {}, 0
+    for k, n in counts.items():
+        offsets[k] = total
+        total += n
+    start = np.concatenate(parts_s) if parts_s else np.zeros(0, np.int64)
+    end = np.concatenate(parts_e) if parts_e else np.zeros(0, np.int64)
+    lo = np.array([offsets.get(int(k), 0) for k in which.tolist()], dtype=np.int64)
+    hi = np.array([offsets[int(k)] + counts[int(k)] if k >= 0 else 0 for k in which.tolist()], dtype=np.int64)
+    lo = np.where(which >= 0, lo, 0)
+    return Absent(start, end, np.r_[0, np.cumsum(end - start)].astype(np.int64), lo, hi)
