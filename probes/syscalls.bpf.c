@@ -151,7 +151,10 @@ TRACEPOINT(sched, sched_process_exec) {
         return 0;
     u8 active = TRACE_ACTIVE;
     UPDATE(traced, &tgid, &active);
-    emit(K_EXEC, tgid, tid, args->old_pid, 0, 0, 0);
+    // the program it now runs: the kernel's comm, set from the file's name (15 bytes at most)
+    union { char c[16]; u64 w[2]; } comm = {};
+    bpf_get_current_comm(comm.c, sizeof(comm.c));
+    emit(K_EXEC, tgid, tid, args->old_pid, comm.w[0], comm.w[1], 0);
     return 0;
 }
 

@@ -358,6 +358,18 @@ def clone_flags_str(value: int) -> str:
 # --- one event as a strace line ---------------------------------------------------------------------
 
 
+def comm_str(lo: int, hi: int) -> str:
+    """The program name an EXEC record packs into two words (the kernel's comm), '' when not known."""
+    raw = (int(lo) & (1 << 64) - 1).to_bytes(8, "little") + (int(hi) & (1 << 64) - 1).to_bytes(8, "little")
+    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def comm_words(name: str) -> tuple[int, int]:
+    """The two words of a program name as the kernel keeps it (at most 15 bytes), for an EXEC record."""
+    raw = name.encode("utf-8", "replace")[:15].ljust(16, b"\0")
+    return int.from_bytes(raw[:8], "little"), int.from_bytes(raw[8:], "little")
+
+
 def addr_str(value: int) -> str:
     """strace's printaddr: NULL or hex."""
     value &= MASK64
@@ -413,7 +425,8 @@ def format_call(ev: np.void | np.ndarray) -> str:
         what = "thread" if a[2] else "process"
         return f"clone(flags={clone_flags_str(a[1])}) = {a[0]} /* new {what} */"
     if kind == Kind.EXEC:
-        return f"execve(...) = 0 /* by {a[0]} */"
+        name = comm_str(a[1], a[2])
+        return f"execve(...) = 0 /* by {a[0]}" + (f", now {name!r}" if name else "") + " */"
     if kind == Kind.EXIT:
         last = " /* last task */" if a[2] else ""
         if a[1]:

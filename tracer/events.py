@@ -18,7 +18,8 @@ MADVISE    a0=addr, a1=len, a2=advice; ret=0 or -errno
 MPROTECT   a0=addr, a1=len, a2=prot; ret=0 or -errno
 FORK       a0=child pid (tid of the new task), a1=clone flags without the exit signal (fork: 0,
            vfork: CLONE_VM|CLONE_VFORK), a2=1 when it is a thread, a3=1 when the flags are known
-EXEC       the address space of ``pid`` starts over; a0=the tid that called execve
+EXEC       the address space of ``pid`` starts over; a0=the tid that called execve, a1/a2=the program's
+           name as the kernel keeps it (comm: 16 bytes, NUL-padded, little-endian; 0 in older traces)
 EXIT       a task ended; a0=exit code when known, a1=1 when a0 is known, a2=1 when it was the
            last task of the process (the address space is gone), a3=the signal that killed it
            when known (0 otherwise)

@@ -126,6 +126,8 @@ class forks:  # noqa: N801
 
 class execs:  # noqa: N801
     caller = _field("a0", "the tid that called execve (the process's address space starts over)")
+    comm_lo = _field("a1", "bytes 0-7 of the program's name as the kernel keeps it (comm, NUL-padded; 0: not known)")
+    comm_hi = _field("a2", "bytes 8-15 of that name")
 
 
 class exits:  # noqa: N801

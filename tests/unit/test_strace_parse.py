@@ -272,6 +272,18 @@ def test_pid_changed_execve() -> None:
     ev = parser.flush()
     assert ev["kind"].tolist() == [Kind.EXEC]
     assert (ev[0]["pid"], ev[0]["tid"], ev[0]["a0"], ev[0]["ts"]) == (20, 20, 21, 5_000_000_001)
+    assert decode.comm_str(ev[0]["a1"], ev[0]["a2"]) == "true"  # the kernel names it after the file
+
+
+def test_exec_names_the_program_as_the_kernel_does() -> None:
+    for path, name in (("/usr/lib/gcc/x86_64-linux-gnu/12/cc1", "cc1"),
+                       ("./a-very-long-program-name", "a-very-long-pro"), ("sh", "sh"),
+                       ("/opt/dir with \\\"quote\\\"/x", "x")):
+        parser = StraceParser()
+        parser.add_task(20, 20)
+        parser.feed(f'20    5.000000001 execve("{path}", ["x"], 0x7ff /* 1 var */) = 0 <0.000000008>\n')
+        (e,) = parser.flush()
+        assert decode.comm_str(e["a1"], e["a2"]) == name
 
 
 def test_open_call_stops_holding_back_after_hold_ns() -> None:

@@ -51,6 +51,7 @@ _NARGS: dict[Kind, tuple[int, ...]] = {Kind.BRK: (1,), Kind.MMAP: (6,), Kind.MUN
 _NARGS |= {Kind.MREMAP: (4, 5), Kind.MADVISE: (3,), Kind.MPROTECT: (3,)}
 FORK_CALLS = frozenset({"clone", "clone3", "fork", "vfork"})
 EXEC_CALLS = frozenset({"execve", "execveat"})
+_EXEC_PATH = re.compile(r'"((?:[^"\\]|\\.)*)"')  # the first string argument of execve/execveat
 EXIT_CALLS = frozenset({"exit", "exit_group"})
 
 TRACED_SYSCALLS = ",".join([*MEMORY_CALLS, "clone,clone3,fork,vfork,execve,execveat,exit,exit_group"])
@@ -335,7 +336,9 @@ class StraceParser:
         elif name in EXEC_CALLS:
             if ret < 0:
                 return  # failed: the image did not change
-            self._hold(_Held(ts, seq, tid, Kind.EXEC, (old_tid or tid,), 0, dur))
+            path = _EXEC_PATH.search(args)  # the file run: the kernel names the program after it
+            name = path[1].rsplit("/", 1)[-1] if path else ""
+            self._hold(_Held(ts, seq, tid, Kind.EXEC, (old_tid or tid, *decode.comm_words(name)), 0, dur))
         elif name not in EXIT_CALLS:
             self._unparsed(line)
 
