@@ -22,6 +22,7 @@ from typing import Any
 
 from tracer.analysis.explain import condensed
 from tracer.analysis.model import Timeline, build
+from tracer.analysis.processes import processes
 from tracer.analysis.verdict import Line, verdict
 from tracer.errors import Exit, HeaplineError
 from tracer.tracefile import Trace, open_trace
@@ -29,6 +30,7 @@ from tracer.units import human_bytes, human_ns
 from viz.figures import HEIGHT, Moment, span_of, timeline_figure
 from viz.lane import at, released_by_call
 from viz.page import document, esc, table
+from viz.processes import processes_nav
 
 FINDING_KEYS = ("code", "message", "evidence", "ts")
 
@@ -160,7 +162,9 @@ def header_html(trace: Trace, tl: Timeline, t0: int, end: int) -> tuple[str, str
         ("trace", esc(os.path.basename(trace.path))
          + ("" if trace.complete else " <span class=\"bad\">incomplete</span>")),
     ]
-    name = (f"pid {tl.pid}, a child of <code>{esc(command)}</code>" if child else f"<code>{esc(command)}</code>")
+    runs = next((p.program for p in processes(trace) if p.pid == tl.pid and p.named_by == "exec"), "")
+    name = (f"pid {tl.pid}" + (f" <code>{esc(runs)}</code>" if runs else "")
+            + f", a child of <code>{esc(command)}</code>" if child else f"<code>{esc(command)}</code>")
     title = (f"<header><h1>heapline: {name}</h1>"
              f"<p class=\"sub\">pid {tl.pid} · {esc(human_ns(end - t0))} · {esc(backend.get('name') or '?')}"
              + (" · <span class=\"bad\">events lost</span>" if lost else "") + "</p></header>")
@@ -247,8 +251,9 @@ def notes_html(trace: Trace, tl: Timeline, info: dict[str, Any]) -> str:
 
 
 def build_report(trace: Trace, findings: Sequence[dict[str, Any]] | None = None,
-                 pid: int | None = None) -> tuple[str, dict[str, Any]]:
-    """The page of process ``pid`` (the traced one by default) and what it holds."""
+                 pid: int | None = None, pages: dict[int, str] | None = None) -> tuple[str, dict[str, Any]]:
+    """The page of process ``pid`` (the traced one by default) and what it holds; ``pages``: the
+    file names of the processes' pages, for the process selector."""
     tl = build(trace, pid)
     t0, end = span_of(trace, tl)
     found = [{**f, "number": i + 1} for i, f in enumerate(condensed(normalize_findings(findings, t0, end), tl.pid))]
@@ -258,7 +263,7 @@ def build_report(trace: Trace, findings: Sequence[dict[str, Any]] | None = None,
     lines = verdict(found, tl.pid, t0, end)
     title, details = header_html(trace, tl, t0, end)
     body = "".join([
-        "<main>", title, verdict_html(lines, t0), details,
+        "<main>", title, processes_nav(processes(trace), tl.pid, pages or {}), verdict_html(lines, t0), details,
         "<section id=\"figures\"><h2>Key figures</h2>", figures_html(k, info["live"]), "</section>",
         notes_html(trace, tl, info),
         "<section id=\"timeline\"><h2>Timeline</h2>", reduction_html(info),
@@ -305,14 +310,16 @@ def write_html(text: str, out_html: str | os.PathLike[str]) -> int:
 
 
 def write_report(trace: str | os.PathLike[str] | Trace, out_html: str | os.PathLike[str],
-                 findings: Sequence[dict[str, Any]] | None = None, pid: int | None = None) -> dict[str, Any]:
+                 findings: Sequence[dict[str, Any]] | None = None, pid: int | None = None,
+                 pages: dict[int, str] | None = None) -> dict[str, Any]:
     """Write the HTML report of ``trace`` (a path or an open Trace) to ``out_html``; returns what was built:
     ``{"path", "bytes", "seconds", "events", "pid", "panels", "findings", "reduced", "memory_points",
     "lane_markers", "mappings", "mapping_bars_dropped", "releases", "figures", "traces"}``.
     ``pid``: draw that traced process (a child) instead of the traced one; ``findings`` are then its own.
+    ``pages``: pid -> file name of each process's page (relative to this one), for the selector.
     Raises HeaplineError (BAD_TRACE, USAGE for malformed findings, OUTPUT_NOT_WRITABLE)."""
     started = time.perf_counter()
     t = trace if isinstance(trace, Trace) else open_trace(os.fspath(trace))
-    text, built = build_report(t, findings, pid)
+    text, built = build_report(t, findings, pid, pages)
     size = write_html(text, out_html)
     return {"path": os.fspath(out_html), "bytes": size, "seconds": round(time.perf_counter() - started, 3), **built}

@@ -347,3 +347,29 @@ def test_child_report_draws(small_screen, tmp_path) -> None:
         assert str(child) in page.eval("document.querySelector('h1').textContent")
     finally:
         page.close()
+
+
+def test_process_selector_opens_a_childs_own_page(browser, tmp_path) -> None:
+    """fork-exit: the traced process's page lists its child; choosing it opens the child's page, whose
+    figures are the child's own timeline (its footprint peak, not the parent's)."""
+    t = open_trace(str(TRACES / "scenario-fork-exit.trace"))
+    root = int(t.meta["pid"])
+    (child,) = sorted(set(t.columns["pid"].tolist()) - {root})
+    out = tmp_path / "fork-exit.html"
+    built = report_cmd.report(str(TRACES / "scenario-fork-exit.trace"), str(out))
+    assert [p["pid"] for p in built["pages"]] == [root, child]
+    page = render(browser, out)
+    try:
+        options = page.eval("Array.from(document.querySelectorAll('#hl-proc option')).map(o => o.textContent)")
+        assert len(options) == 2 and options[0].startswith(f"pid {root} fork-exit, traced")
+        assert options[1].startswith(f"pid {child} fork-exit")
+        page.eval(f"(() => {{ const s = document.getElementById('hl-proc'); s.value = 'fork-exit.pid-{child}.html';"
+                  " s.dispatchEvent(new Event('change')); return 1; })()")
+        page.wait_for(f"document.querySelector('h1') && document.querySelector('h1').textContent.includes("
+                      f"'pid {child}') && window.__heapline && window.__heapline.rendered")
+        peak = page.eval(f"Math.max(...{FIG}.data.find(t => t.meta.series === 'footprint').y)")
+        assert peak == build(t, child).memory["footprint"].max() != build(t).memory["footprint"].max()
+        assert page.eval("document.querySelector('#hl-proc option:checked').dataset.pid") == str(child)
+        assert page.problems() == []
+    finally:
+        page.close()

@@ -192,6 +192,9 @@
       if (m) Plotly.relayout(gd, { "xaxis.range": btn.dataset.reset === "all" ? [0, m.duration_s] : m.view });
     });
   });
+  /* the process selector: each process has a page of its own, next to this one */
+  var proc = document.getElementById("hl-proc");
+  if (proc) proc.addEventListener("change", function () { if (proc.value) window.location.href = proc.value; });
   var scheme = window.matchMedia("(prefers-color-scheme: dark)");
   var onScheme = function () {
     state.figures.forEach(function (gd) { Plotly.relayout(gd, themeUpdate(gd.layout, palette())); });
