@@ -27,7 +27,7 @@ import numpy as np
 
 from tracer import fields as ef
 from tracer.analysis import chunks as ch
-from tracer.analysis import heapscan
+from tracer.analysis import heapscan, otheralloc
 from tracer.analysis import thresholds as thr
 from tracer.analysis.cache import cached
 from tracer.analysis.model import Timeline, build, own_events
@@ -225,6 +225,11 @@ def account_at(trace: Trace, moments: list[int] | np.ndarray, pid: int | None = 
     j = np.searchsorted(t_brk, sts, side="right") - 1
     brk = np.where(j >= 0, tl.breaks["brk"].to_numpy(np.int64)[np.maximum(j, 0)], tl.start_brk) if len(t_brk) \
         else np.full(len(sts), tl.start_brk, dtype=np.int64)
+    if otheralloc.is_other(trace):  # jemalloc, tcmalloc, mimalloc: their own regions, not glibc's heap
+        out = [{}] * len(ts)
+        for k, (t, brk_k) in enumerate(zip(sts.tolist(), brk.tolist(), strict=True)):
+            out[int(order[k])] = _other_figures(trace, m, int(t), int(brk_k))
+        return out
     gone = absent(trace, tl.pid, sts, m.touched)
     main = _heaps(m, tl.start_brk, np.maximum(brk, tl.start_brk + 1), brk, sts, gone)
     main = [h if b > tl.start_brk else None for h, b in zip(main, brk.tolist(), strict=True)]
@@ -278,6 +283,28 @@ def _figures(trace: Trace, m: Model, ts: int, main: dict[str, Any] | None, arena
                            "live_requested": int(b.size[mm].sum())},
         "thresholds": th.to_json(),
         "malloc_trim_estimate": trim,
+        "resident": res,
+    }
+
+
+def _other_figures(trace: Trace, m: Model, ts: int, brk: int) -> dict[str, Any]:
+    """The accounting when malloc is another allocator's: its regions (tracer.analysis.otheralloc);
+    glibc's heap, arenas, mmapped chunks and thresholds hold nothing of the program's."""
+    tl = m.tl
+    a = otheralloc.account_other(trace, tl, ts, brk)
+    res = a.pop("resident_split")
+    size = max(brk - tl.start_brk, 0)
+    return {
+        "pid": tl.pid,
+        "at_s": round((ts - tl.t0) / 1e9, 6),
+        "exact": True,
+        "allocator": a,
+        "heap": {"start": tl.start_brk, "size": size, "grown_by": a["family"] if a["heap"] else "glibc"},
+        "arenas": {"count": 0, "reserved": 0, "committed": 0, "in_use": 0, "free": 0, "cached": 0,
+                   "live_requested": 0, "heaps": []},
+        "mmapped_chunks": {"count": 0, "bytes": 0, "live_requested": 0},
+        "thresholds": None,
+        "malloc_trim_estimate": 0,
         "resident": res,
     }
 

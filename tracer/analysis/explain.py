@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from tracer import fields as ef
+from tracer.analysis import otheralloc
 from tracer.analysis import thresholds as thr
 from tracer.analysis.accounting import account, last_moment
 from tracer.analysis.accounting import model as accounting_model
@@ -250,6 +251,8 @@ def _decay(trace: Trace, tl: Timeline, ev: Events, family: str | None) -> list[F
     if not len(frees):
         return []
     r = tl.releases[(tl.releases["call"] == "madvise") & (tl.releases["ts"] > int(frees[0]))]
+    mine = otheralloc.in_regions(trace, tl, r["start"].to_numpy(np.int64), r["end"].to_numpy(np.int64))
+    r = r[mine]  # inside what its own calls mapped: not thread stacks or the program's own mappings
     if not len(r) or r["bytes"].sum() < 64 * KIB:  # after frees, and more than a start-up probe
         return []
     by = {k: int(v) for k, v in r.groupby("advice")["bytes"].sum().items()}
@@ -263,9 +266,12 @@ def _decay(trace: Trace, tl: Timeline, ev: Events, family: str | None) -> list[F
 
 
 def _kept(trace: Trace, tl: Timeline, ev: Events, family: str | None) -> list[Finding]:
-    """MEMORY_KEPT_AFTER_FREE: each span in which much of what the program freed stayed with glibc."""
-    if family not in (None, "glibc") or not (ev["kind"] >= Kind.MALLOC).any():
+    """MEMORY_KEPT_AFTER_FREE: each span in which much of what the program freed stayed with the
+    allocator (glibc: its free chunks, top, caches; another: its regions' pages in RAM beyond the live
+    blocks)."""
+    if family == "unknown" or not (ev["kind"] >= Kind.MALLOC).any():
         return []
+    holder = family if family not in (None, "glibc") else "glibc"
     out = []
     last = last_moment(trace, tl.pid)
     for ph in phases(trace, tl.pid):
@@ -288,7 +294,7 @@ def _kept(trace: Trace, tl: Timeline, ev: Events, family: str | None) -> list[Fi
         h = ph.accounting["heap"]
         out.append(Finding(
             "MEMORY_KEPT_AFTER_FREE",
-            f"{_kib(ph.kept)} freed by the program stayed with glibc from {_rel(ph.start, tl.t0):.3f} s to "
+            f"{_kib(ph.kept)} freed by the program stayed with {holder} from {_rel(ph.start, tl.t0):.3f} s to "
             f"{_rel(ph.end, tl.t0):.3f} s ({parts}); {ended}.",
             {"from_s": _rel(ph.start, tl.t0), "to_s": _rel(ph.end, tl.t0), "peak_at_s": _rel(ph.peak_at, tl.t0),
              "kept": ph.kept, "parts": ph.parts, "heap": _figures(h),

@@ -135,6 +135,17 @@ def print_accounting(a: dict[str, Any], console: Console) -> None:
     b = human_bytes
     console.print(f"[bold]accounting[/] of pid {a['pid']} at {a['at_s']:.3f} s"
                   + ("" if a["exact"] else " (estimate: some calls were not where the model expected)"))
+    al = a.get("allocator")
+    if al is not None:  # another allocator's regions: glibc's heap model does not apply
+        console.print(f"  {al['family']}: {b(al['mapped'])} mapped by its calls"
+                      + (f" (the break's {b(al['heap'])} included)" if al["heap"] else "")
+                      + f", {b(al['purged'])} given back with madvise", markup=False, soft_wrap=True)
+        if al["resident"] is not None:
+            console.print(f"  in RAM there: {b(al['resident'])}, of which live (requested, not freed) "
+                          f"{b(al['live_requested'])} in {al['live_blocks']:,} blocks; beyond what is live "
+                          f"{b(al['held_beyond_live'])}", markup=False, soft_wrap=True)
+        _resident_lines(a["resident"], console, ("allocator", "heap", "stacks", "other"))
+        return
     console.print("  " + _heap_line("main heap", a["heap"]), markup=False, soft_wrap=True)
     ar = a["arenas"]
     if ar["count"]:
@@ -146,12 +157,15 @@ def print_accounting(a: dict[str, Any], console: Console) -> None:
     console.print(f"  thresholds: mmap {b(th['mmap'])}, trim {b(th['trim'])}, top pad {b(th['top_pad'])} "
                   f"({th['source']})", markup=False, soft_wrap=True)
     console.print(f"  malloc_trim(0) would give back about {b(a['malloc_trim_estimate'])}", markup=False)
-    r = a["resident"]
+    _resident_lines(a["resident"], console, ("heap", "arenas", "mmapped_chunks", "stacks", "other"))
+
+
+def _resident_lines(r: dict[str, Any], console: Console, causes: tuple[str, ...]) -> None:
+    b = human_bytes
     if r.get("anon") is not None:
         console.print(f"  resident anonymous memory (RssAnon): {b(r['anon'])}", markup=False)
     if r.get("sampled_at_s") is not None:
-        parts = ", ".join(f"{k.replace('_', ' ')} {b(r[k])}" for k in ("heap", "arenas", "mmapped_chunks", "stacks",
-                                                                        "other"))
+        parts = ", ".join(f"{k.replace('_', ' ')} {b(r[k])}" for k in causes)
         console.print(f"  where it is (smaps at {r['sampled_at_s']:.3f} s): {parts}", markup=False)
 
 
