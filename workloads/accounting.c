@@ -8,7 +8,8 @@
  *                          glibc.malloc.mxfast=0 to make them bypass both)
  *   accounting thresholds  glibc's dynamic mmap threshold: 1 MiB mmapped, freed (the threshold
  *                          rises), 1 MiB again (from the heap), 40 MiB freed (no rise), 2 MiB (mmapped)
- *   accounting threads     two threads allocate in their own arenas and free in two steps
+ *   accounting threads     two threads allocate in their own arenas and free in two steps; each
+ *                          mark also prints malloc_info()'s figures per arena (HL arena, below)
  *   accounting pinned      blocks freed below one live block near the top of the heap, then that
  *                          block freed (the heap is trimmed), each state marked
  *   accounting untouched   with the mmap threshold at 64 MiB, 3,000 written blocks of 4,000 B, a
@@ -86,6 +87,49 @@ static void read_smaps(void)
     smaps[off] = '\0';
 }
 
+/* malloc_info() of every arena, written to a file opened (and buffered) before the first mark, so
+ * that nothing is allocated at a mark; one line per arena:
+ *   HL arena name=<mark> nr=<n> system=<system current> rest_count= rest_size= fast_count= fast_size=
+ * (rest: the free chunks in the bins and the top; fast: the fastbins) */
+static FILE *info;
+static char info_buf[1 << 16], info_text[1 << 18];
+
+static void arenas_open(void)
+{
+    char path[] = "/tmp/hl-malloc-info-XXXXXX";
+    int fd = mkstemp(path);
+    if (fd < 0)
+        hl_die("mkstemp");
+    unlink(path);
+    info = fdopen(fd, "w+");
+    if (!info || setvbuf(info, info_buf, _IOFBF, sizeof info_buf))
+        hl_die("fdopen");
+}
+
+static void arenas_print(const char *name)
+{
+    rewind(info);
+    if (ftruncate(fileno(info), 0) || malloc_info(0, info) || fflush(info))
+        hl_die("malloc_info");
+    ssize_t n = pread(fileno(info), info_text, sizeof info_text - 1, 0);
+    if (n < 0)
+        hl_die("pread");
+    info_text[n] = '\0';
+    for (char *h = strstr(info_text, "<heap nr=\""); h; h = strstr(h + 1, "<heap nr=\"")) {
+        int nr = atoi(h + 10);
+        size_t fc = 0, fs = 0, rc = 0, rs = 0, sys = 0;
+        char *end = strstr(h, "</heap>"), *f = strstr(h, "<total type=\"fast\""), *r = strstr(h, "<total type=\"rest\""),
+             *sy = strstr(h, "<system type=\"current\"");
+        if (!end || !f || !r || !sy || f > end || r > end || sy > end ||
+            sscanf(f, "<total type=\"fast\" count=\"%zu\" size=\"%zu\"", &fc, &fs) != 2 ||
+            sscanf(r, "<total type=\"rest\" count=\"%zu\" size=\"%zu\"", &rc, &rs) != 2 ||
+            sscanf(sy, "<system type=\"current\" size=\"%zu\"", &sys) != 1)
+            hl_die("malloc_info parse");
+        hl_line("HL arena name=%s nr=%d system=%zu rest_count=%zu rest_size=%zu fast_count=%zu fast_size=%zu", name, nr,
+                sys, rc, rs, fc, fs);
+    }
+}
+
 static void mark(const char *name)
 {
     struct mallinfo2 m = mallinfo2();
@@ -97,6 +141,8 @@ static void mark(const char *name)
             "uordblks=%zu fordblks=%zu keepcost=%zu sbrk=0x%lx rss_anon=%ld",
             name, ts, m.arena, m.ordblks, m.smblks, m.hblks, m.hblkhd, m.fsmblks, m.uordblks, m.fordblks,
             m.keepcost, HL_PTR(sbrk(0)), hl_rss_anon());
+    if (info)
+        arenas_print(name);
     if (!settle)
         return;
     hl_line("HL resident name=%s heap=%ld stack=%ld total=%ld", name, smaps_anon(0, "[heap]", NULL),
@@ -234,6 +280,7 @@ static void threads(void)
     enum { T = 2 };
     pthread_t th[T];
     void *mine = block(50000);
+    arenas_open();
     pthread_barrier_init(&parked, NULL, T + 1);
     pthread_barrier_init(&resumed, NULL, T + 1);
     for (long t = 0; t < T; t++)

@@ -60,6 +60,23 @@ def test_accounting_equals_mallinfo2_at_every_mark(tmp_path, mode: str, env: dic
         assert a["heap"]["start"] + a["heap"]["size"] == int(mark["sbrk"], 16), mark["name"]
 
 
+def test_each_arena_equals_malloc_info(tmp_path) -> None:
+    """threads: malloc_info()'s figures of every arena (the main one and each thread's) at each mark.
+    Its "rest" sums the bins' raw size fields, each with PREV_INUSE set (a binned chunk's neighbour
+    below is in use), and the top: our free bytes (less fastbins) plus one per free chunk."""
+    trace, rep = record(tmp_path, "threads")
+    arenas = rep.all("arena")
+    for mark in rep.all("mark"):
+        glibc_arenas = sorted((int(x["system"]), int(x["rest_count"]), int(x["rest_size"]), int(x["fast_count"]),
+                               int(x["fast_size"])) for x in arenas if x["name"] == mark["name"])
+        a = account(trace, int(mark["ts"]))
+        heaps = [a["heap"], *a["arenas"]["heaps"]]
+        assert len(glibc_arenas) == 3 and len(heaps) == 3, mark["name"]
+        ours = sorted((h["size"], h["free_runs"] + 1, h["free"] - h["fastbins"] + h["free_runs"], h["fastbin_chunks"],
+                       h["fastbins"]) for h in heaps)
+        assert ours == glibc_arenas, mark["name"]
+
+
 def test_trim_estimate_is_what_malloc_trim_gave_back(tmp_path) -> None:
     trace, rep = record(tmp_path, "frag")
     marks = {m["name"]: m for m in rep.all("mark")}
