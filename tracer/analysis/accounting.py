@@ -29,6 +29,7 @@ from tracer import fields as ef
 from tracer.analysis import chunks as ch
 from tracer.analysis import heapscan, otheralloc
 from tracer.analysis import thresholds as thr
+from tracer.analysis.allocmodel import pairing
 from tracer.analysis.cache import cached
 from tracer.analysis.model import Timeline, build, own_events
 from tracer.analysis.residency import Absent, absent, resident
@@ -103,7 +104,7 @@ def _tunables(env: dict[str, str]) -> tuple[bool, bool]:
 def _model(trace: Trace, tl: Timeline) -> Model:
     ev, _, _ = own_events(trace, tl.pid)
     env = trace.meta.get("malloc_env") or {}
-    b = ch.blocks(ev)
+    b = ch.blocks(ev, pairing(trace, tl.pid))
     mp = tl.mappings
     heaps = sorted({int(s) for s in mp["start"][mp["what"] == "heap-arena"]} if len(mp) else set())
     heaps = sorted({h & ~(HEAP_MAX - 1) for h in heaps})

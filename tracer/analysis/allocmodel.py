@@ -91,9 +91,25 @@ def process_live(trace: Any, pid: int) -> LiveSeries:
     def compute() -> LiveSeries:
         ev = since_last_exec(trace.columns.where(trace.columns["pid"] == pid))
         start = inherited(trace.columns, pid) if pid != int(trace.meta["pid"]) else None
-        return live_series(ev, start)
+        return live_series(ev, start, pairing(trace, pid))
 
     return cached(trace, ("live", pid), compute)
+
+
+def pairing(trace: Any, pid: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(opens, closes, ended_by) of process ``pid``'s events from its last exec on, computed once
+    per trace: the live series and the chunk model both pair the same calls."""
+
+    def compute() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return pairs(since_last_exec(trace.columns.where(trace.columns["pid"] == pid)))
+
+    return cached(trace, ("pairs", pid), compute)
+
+
+def pairs(ev: Events) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The opens and closes of ``ev`` and, for each open, the close that ended it (:func:`ended_by`)."""
+    opens, closes = opens_and_closes(ev)
+    return opens, closes, ended_by(opens, closes, blocks.pointer_out(ev)[opens], blocks.pointer_in(ev)[closes])
 
 
 def opens_and_closes(ev: Events) -> tuple[np.ndarray, np.ndarray]:
@@ -135,14 +151,15 @@ def ended_by(opens: np.ndarray, closes: np.ndarray, opened_at: np.ndarray, close
     return out
 
 
-def live_series(ev: Events, start: Blocks | None = None) -> LiveSeries:
+def live_series(ev: Events, start: Blocks | None = None,
+                paired: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> LiveSeries:
     """``ev``: events in time order (any kinds; the allocator calls are picked out); ``start``:
-    blocks already live before them (a forked child's, from its parent)."""
+    blocks already live before them (a forked child's, from its parent); ``paired``: :func:`pairs`
+    of ``ev`` when already known."""
     if start is not None and len(start.ptr):
         return _with_start(ev, start)
-    opens, closes = opens_and_closes(ev)
+    opens, closes, ends = paired if paired is not None else pairs(ev)
     size = blocks.requested_size(ev)[opens].astype(np.int64)
-    ends = ended_by(opens, closes, blocks.pointer_out(ev)[opens], blocks.pointer_in(ev)[closes])
     ended = ends >= 0
     close_size = np.zeros(len(closes), dtype=np.int64)  # 0: a close of nothing traced
     close_size[ends[ended]] = size[ended]

@@ -24,7 +24,7 @@ import numpy as np
 
 from tracer import fields as ef
 from tracer.analysis import bins
-from tracer.analysis.allocmodel import ended_by, opens_and_closes
+from tracer.analysis.allocmodel import pairs
 from tracer.columns import Events
 from tracer.events import Kind
 
@@ -71,15 +71,15 @@ class Blocks:
         return len(self.ptr)
 
 
-def blocks(ev: Events) -> Blocks:
-    """The blocks of ``ev`` (one process's events from its last exec, in time order)."""
+def blocks(ev: Events, paired: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> Blocks:
+    """The blocks of ``ev`` (one process's events from its last exec, in time order); ``paired``:
+    allocmodel.pairs of ``ev`` when already known."""
     k = np.ascontiguousarray(ev["kind"])
     ptr_in = ef.blocks.pointer_in(ev)
     out_ptr = ef.blocks.pointer_out(ev)
     size = ef.blocks.requested_size(ev).astype(np.int64)
     resize = (k == Kind.REALLOC) | (k == Kind.REALLOCARRAY)
-    op, closes = opens_and_closes(ev)
-    ends = ended_by(op, closes, out_ptr[op], ptr_in[closes])
+    op, closes, ends = paired if paired is not None else pairs(ev)
     cl = np.where(ends >= 0, closes[np.maximum(ends, 0)], -1) if len(closes) else np.full(len(op), -1)
     matched = np.zeros(len(closes), dtype=bool)
     matched[ends[ends >= 0]] = True
