@@ -99,7 +99,8 @@ def test_the_live_series_is_computed_once_per_process(monkeypatch) -> None:
 
     sizes: list[int] = []
     real = am.live_series
-    monkeypatch.setattr(am, "live_series", lambda ev, start=None: sizes.append(len(ev)) or real(ev, start))
+    monkeypatch.setattr(am, "live_series",
+                        lambda ev, start=None, paired=None: sizes.append(len(ev)) or real(ev, start, paired))
     t = open_trace(str(TRACES / "phases.trace"))
     s = summarize(t)
     explain(t)

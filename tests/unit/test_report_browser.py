@@ -277,7 +277,7 @@ DOMINANT = {
                                                   "pins the break"),
     "scenario-threads": (["MEMORY_KEPT_AFTER_FREE", "ARENA_RETAINED"], "in thread-arena heaps"),
     "scenario-allocators": (["MEMORY_KEPT_AFTER_FREE", "FREED_NOT_CONSOLIDATED"], "not merged into free space"),
-    "scenario-allocators-jemalloc": (["RETURNED_AT_EXIT"], "went back at its exit"),
+    "scenario-allocators-jemalloc": (["MEMORY_KEPT_AFTER_FREE"], "in jemalloc's regions"),
 }
 VERDICT = """Array.from(document.querySelectorAll('#verdict .v')).map(e => { const r = e.getBoundingClientRect();
   return {cls: e.className, codes: e.dataset.codes.split(' '), text: e.querySelector('.vline').textContent,

@@ -54,7 +54,7 @@ def kept(acc: dict[str, Any]) -> tuple[int, dict[str, int]]:
     other = acc.get("allocator")
     if other is not None:  # another allocator: what it holds in RAM beyond the live blocks
         held = int(other["held_beyond_live"] or 0)
-        return held, ({"in RAM in its regions": held} if held else {})
+        return held, ({f"{other['family']}'s regions": held} if held else {})
     h, ar = acc["heap"], acc["arenas"]
     parts = kept_parts(acc)
     total = sum(v for v in parts.values() if v > 0)
