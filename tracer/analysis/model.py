@@ -63,11 +63,15 @@ class Timeline:
     def at(self, t: int) -> dict[str, int]:
         """The :attr:`memory` row at time ``t`` (each series' last value at or before it), without
         building the frame."""
+        return {k: int(v[0]) for k, v in self.series_at(np.array([t], dtype=np.int64)).items()}
+
+    def series_at(self, ts: np.ndarray) -> dict[str, np.ndarray]:
+        """:meth:`at` of each of the moments ``ts`` at once: name -> values."""
         out = {}
         for frame, col, name in _series(self.breaks, self.anon, self.live, self.rss):
-            ts, v = _in_time_order(frame["ts"].to_numpy(np.int64), frame[col].to_numpy(np.int64))
-            j = int(np.searchsorted(ts, t, side="right")) - 1
-            out[name] = int(v[j]) if j >= 0 else 0
+            t, v = _in_time_order(frame["ts"].to_numpy(np.int64), frame[col].to_numpy(np.int64))
+            j = np.searchsorted(t, ts, side="right") - 1
+            out[name] = np.where(j >= 0, v[np.maximum(j, 0)], 0) if len(t) else np.zeros(len(ts), dtype=np.int64)
         out["footprint"] = out["heap"] + out["anon_mapped"]
         out["retained"] = out["footprint"] - out["live_bytes"]
         return out
