@@ -1,4 +1,5 @@
-"""The report's figure: memory over time, the event lane and the address-space map on one time axis.
+"""The report's figure: memory over time, resident memory by cause, the allocator's activity, the
+memory calls and the address-space map, on one time axis.
 
 Figures are plain plotly.js specs (dicts; numeric arrays stay numpy until the page packs them),
 built from ``tracer.analysis.model.Timeline``. Times are drawn as seconds since the start of the recording
@@ -12,10 +13,14 @@ from typing import Any
 
 import numpy as np
 
+from tracer.analysis.activity import activity
 from tracer.analysis.calls import segment
 from tracer.analysis.model import Timeline
+from tracer.analysis.overtime import over_time
 from tracer.columns import Events
 from tracer.tracefile import Trace
+from viz.accounting import accounting_traces
+from viz.activity import activity_traces
 from viz.addrmap import address_map
 from viz.lane import lane_traces
 from viz.reduce import BUCKETS, step_rows
@@ -29,8 +34,28 @@ SERIES: dict[str, tuple[str, str]] = {
     "live_bytes": ("live", LIVE),
     "footprint": ("footprint = heap + anon mappings", FOOTPRINT),
 }
-HEIGHT = 1080
-DOMAINS = {"memory": (0.6, 1.0), "lane": (0.445, 0.555), "map": (0.0, 0.39)}
+HEIGHT = 1560
+#: panel -> its vertical extent (fraction of the plot area), top to bottom
+DOMAINS = {"memory": (0.755, 1.0), "accounting": (0.51, 0.705), "activity": (0.385, 0.465),
+           "lane": (0.265, 0.34), "map": (0.0, 0.225)}
+
+
+def placeholder(panel: str, axes: tuple[str, str]) -> dict[str, Any]:
+    """An invisible point that keeps a panel with nothing to draw laid out (plotly draws the axes of a
+    subplot without data at NaN)."""
+    return {"type": "scatter", "mode": "markers", "x": [0.0], "y": [0.0], "xaxis": axes[0], "yaxis": axes[1],
+            "marker": {"opacity": 0}, "showlegend": False, "hoverinfo": "skip",
+            "meta": {"panel": panel, "series": "none"}}
+
+
+@dataclass
+class Span:
+    """A phase that kept memory, shaded behind the accounting."""
+
+    start: int  # trace clock ns
+    end: int
+    label: str
+    major: bool
 
 
 @dataclass
@@ -113,8 +138,45 @@ def _panel_title(text: str, top: float) -> dict[str, Any]:
             "yanchor": "bottom", "showarrow": False, "font": {"size": 13}}
 
 
-def timeline_figure(trace: Trace, tl: Timeline, moments: list[Moment]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The report's figure (three panels sharing the time axis) and what it holds."""
+def _spans(spans: list[Span], t0: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The phases as shaded rectangles behind the accounting, each major one labelled."""
+    shapes, notes = [], []
+    for sp in spans:
+        a, b = (sp.start - t0) / 1e9, (sp.end - t0) / 1e9
+        shapes.append({"type": "rect", "xref": "x4", "yref": "y4 domain", "x0": a, "x1": b, "y0": 0, "y1": 1,
+                       "layer": "below", "line": {"width": 0}, "fillcolor": rgba(FINDING, 0.10 if sp.major else 0.05),
+                       "name": "phase"})
+        if sp.major:
+            notes.append({"text": sp.label, "xref": "x4", "yref": "y4 domain", "x": a, "y": 1.0, "xanchor": "left",
+                          "yanchor": "top", "showarrow": False, "font": {"size": 11, "color": FINDING},
+                          "name": "phase"})
+    return shapes, notes
+
+
+def _axes(view: list[float], top: float, lane_rows: list[str], map_y: dict[str, Any],
+          acc_top: float) -> dict[str, Any]:
+    def time(n: int) -> dict[str, Any]:
+        return axis(anchor=f"y{n}", matches="x", range=view)
+
+    return {
+        "xaxis": axis(anchor="y", domain=[0, 1], range=view),
+        "yaxis": axis(domain=list(DOMAINS["memory"]), range=[0, top * 1.08 or 1], title={"text": "bytes"}),
+        "xaxis2": time(2),
+        "yaxis2": axis(domain=list(DOMAINS["lane"]), tickvals=list(range(len(lane_rows))), ticktext=lane_rows,
+                       range=[-0.7, max(len(lane_rows), 1) - 0.3], fixedrange=True, showgrid=True),
+        "xaxis3": time(3),
+        "yaxis3": axis(domain=list(DOMAINS["map"]), **map_y),
+        "xaxis4": time(4),
+        "yaxis4": axis(domain=list(DOMAINS["accounting"]), range=[0, acc_top * 1.08 or 1],
+                       title={"text": "resident"}),
+        "xaxis5": time(5),
+        "yaxis5": axis(domain=list(DOMAINS["activity"]), title={"text": "blocks/s"}, zeroline=True),
+    }
+
+
+def timeline_figure(trace: Trace, tl: Timeline, moments: list[Moment],
+                    spans: list[Span] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The report's figure (five panels sharing the time axis) and what it holds."""
     t0, end = span_of(trace, tl)
     page = int(trace.meta.get("machine", {}).get("page_size", 4096))
     live = len(tl.live) > 0
@@ -123,6 +185,12 @@ def timeline_figure(trace: Trace, tl: Timeline, moments: list[Moment]) -> tuple[
     seg = segment(trace.columns, tl.pid)
     lane, lane_rows, lane_info = lane_traces(seg, tl, page, t0, end - t0)
     amap, map_y, map_info = address_map(tl, t0, end)
+    acts, act_info = activity_traces(activity(trace, tl.pid), t0, ("x5", "y5"))
+    o = over_time(trace, tl.pid) if live else None
+    if o is not None:
+        accs, acc_info = accounting_traces(o, t0, ("x4", "y4"))
+    else:
+        accs, acc_info = [placeholder("accounting", ("x4", "y4"))], {"moments": 0}
     top = max((float(np.nanmax(t["y"])) for t in mem if len(t["y"])), default=1.0)
     dur_s = (end - t0) / 1e9
     view = active_window(seg, t0, end)
@@ -131,23 +199,33 @@ def timeline_figure(trace: Trace, tl: Timeline, moments: list[Moment]) -> tuple[
         "barmode": "overlay", "dragmode": "zoom", "paper_bgcolor": "rgba(0,0,0,0)", "plot_bgcolor": "rgba(0,0,0,0)",
         "font": {"family": "system-ui, -apple-system, Segoe UI, Roboto, sans-serif", "size": 12},
         "hoverlabel": {"align": "left", "namelength": -1},
-        "xaxis": axis(anchor="y", domain=[0, 1], range=view),
-        "yaxis": axis(domain=list(DOMAINS["memory"]), range=[0, top * 1.08 or 1], title={"text": "bytes"}),
-        "xaxis2": axis(anchor="y2", matches="x", range=view),
-        "yaxis2": axis(domain=list(DOMAINS["lane"]), tickvals=list(range(len(lane_rows))), ticktext=lane_rows,
-                       range=[-0.7, max(len(lane_rows), 1) - 0.3], fixedrange=True, showgrid=True),
-        "xaxis3": axis(anchor="y3", matches="x", range=view),
-        "yaxis3": axis(domain=list(DOMAINS["map"]), **map_y),
+        **_axes(view, top, lane_rows, map_y, acc_info.get("top", 0.0)),
         "legend": {"orientation": "h", "x": 0.07, "xanchor": "left", "y": DOMAINS["memory"][1] + 0.003,
                    "yanchor": "bottom", "bgcolor": "rgba(0,0,0,0)", "traceorder": "normal"},
         "legend2": {"orientation": "h", "x": 0, "xanchor": "left", "y": -0.045, "yanchor": "top",
                     "bgcolor": "rgba(0,0,0,0)", "traceorder": "normal"},
+        "legend3": {"orientation": "h", "x": 0.2, "xanchor": "left", "y": DOMAINS["accounting"][1] + 0.003,
+                    "yanchor": "bottom", "bgcolor": "rgba(0,0,0,0)", "traceorder": "normal", "font": {"size": 11}},
         "annotations": [_panel_title("memory", DOMAINS["memory"][1] + 0.005),
+                        _panel_title("resident, by cause", DOMAINS["accounting"][1] + 0.005),
+                        _panel_title("allocator activity", DOMAINS["activity"][1] + 0.005),
                         _panel_title("calls", DOMAINS["lane"][1] + 0.005),
                         _panel_title("address space", DOMAINS["map"][1] + 0.005)],
         "shapes": [],
-        "meta": {"time_axes": ["xaxis", "xaxis2", "xaxis3"], "byte_axes": ["yaxis"], "duration_s": dur_s, "view": view},
+        "meta": {"time_axes": ["xaxis", "xaxis2", "xaxis3", "xaxis4", "xaxis5"], "byte_axes": ["yaxis", "yaxis4"],
+                 "duration_s": dur_s, "view": view},
     }
+    if o is None:
+        layout["annotations"].append({"text": "allocator calls were not traced: nothing to account",
+                                      "xref": "paper", "yref": "paper", "x": 0.5, "y": sum(DOMAINS["accounting"]) / 2,
+                                      "showarrow": False, "font": {"size": 12}})
+    if not act_info["busy_slices"]:
+        acts.append(placeholder("activity", ("x5", "y5")))
+        layout["annotations"].append({"text": "no allocator calls traced", "xref": "paper", "yref": "paper", "x": 0.5,
+                                      "y": sum(DOMAINS["activity"]) / 2, "showarrow": False, "font": {"size": 12}})
+    shapes, notes = _spans(spans or [] if o is not None else [], t0)
+    layout["shapes"] += shapes
+    layout["annotations"] += notes
     for y in map_info.pop("breaks"):  # holes in the address space, collapsed
         layout["shapes"].append({"type": "line", "xref": "x3 domain", "yref": "y3", "x0": 0, "x1": 1, "y0": y,
                                  "y1": y, "line": {"width": 1, "dash": "dot", "color": "rgba(128,128,128,0.6)"}})
@@ -160,9 +238,9 @@ def timeline_figure(trace: Trace, tl: Timeline, moments: list[Moment]) -> tuple[
                                       "yanchor": "bottom", "showarrow": False, "bgcolor": FINDING,
                                       "font": {"color": "#ffffff", "size": 11}, "borderpad": 2,
                                       "captureevents": True, "name": f"finding-{mo.number}"})
-    fig = {"data": mem + lane + amap, "layout": layout,
+    fig = {"data": mem + accs + acts + lane + amap, "layout": layout,
            "config": {"displaylogo": False, "responsive": True, "scrollZoom": False,
                       "modeBarButtonsToRemove": ["select2d", "lasso2d", "autoScale2d"]}}
-    info = {"t0": t0, "end": end, "memory": mem_info, "lane": lane_info, "map": map_info,
-            "buckets": BUCKETS, "live": live, "rss": rss}
+    info = {"t0": t0, "end": end, "memory": mem_info, "lane": lane_info, "map": map_info, "activity": act_info,
+            "accounting": acc_info, "buckets": BUCKETS, "live": live, "rss": rss}
     return fig, info

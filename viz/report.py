@@ -27,7 +27,8 @@ from tracer.analysis.verdict import Line, verdict
 from tracer.errors import Exit, HeaplineError
 from tracer.tracefile import Trace, open_trace
 from tracer.units import human_bytes, human_ns
-from viz.figures import HEIGHT, Moment, span_of, timeline_figure
+from viz.figures import HEIGHT, Moment, Span, span_of, timeline_figure
+from viz.glossary import glossary_html, term
 from viz.lane import at, released_by_call
 from viz.page import document, esc, table
 from viz.processes import processes_nav
@@ -197,11 +198,13 @@ def _lost_detail(meta: dict[str, Any]) -> str:
 
 
 def figures_html(k: dict[str, Any], live: bool) -> str:
-    rows = [("footprint (heap + anonymous)", "footprint"), ("heap (break − start_brk)", "heap"),
-            ("anonymous mappings", "anon_mapped"), ("RSS anon", "rss_anon")]
+    rows = [(term("footprint", "footprint (heap + anonymous)"), "footprint"),
+            (term("heap", "heap (break − start_brk)"), "heap"), (esc("anonymous mappings"), "anon_mapped"),
+            (term("RSS anon"), "rss_anon")]
     if live:
-        rows += [("live (requested, not freed)", "live_bytes"), ("retained (footprint − live)", "retained")]
-    body = "".join(f"<tr><th>{esc(name)}</th><td>{esc(human_bytes(k[key]['peak']))}</td>"
+        rows += [(term("live", "live (requested, not freed)"), "live_bytes"),
+                 (term("retained", "retained (footprint − live)"), "retained")]
+    body = "".join(f"<tr><th>{name}</th><td>{esc(human_bytes(k[key]['peak']))}</td>"
                    f"<td>{esc(human_bytes(k[key]['final']))}</td></tr>" for name, key in rows)
     rel = k["released"]
     parts = ", ".join(f"{esc(c)} {esc(human_bytes(b))}" for c, b in rel["by_call"].items()) or "none"
@@ -258,9 +261,10 @@ def build_report(trace: Trace, findings: Sequence[dict[str, Any]] | None = None,
     t0, end = span_of(trace, tl)
     found = [{**f, "number": i + 1} for i, f in enumerate(condensed(normalize_findings(findings, t0, end), tl.pid))]
     moments = [Moment(f["number"], f["ts"], f["code"]) for f in found if f["ts"] is not None]
-    fig, info = timeline_figure(trace, tl, moments)
-    k = key_figures(tl)
     lines = verdict(found, tl.pid, t0, end)
+    spans = [Span(ln.start, ln.end, ln.text.split(":")[0], ln.weight == "major") for ln in lines if ln.kind == "kept"]
+    fig, info = timeline_figure(trace, tl, moments, spans)
+    k = key_figures(tl)
     title, details = header_html(trace, tl, t0, end)
     body = "".join([
         "<main>", title, processes_nav(processes(trace), tl.pid, pages or {}), verdict_html(lines, t0), details,
@@ -272,19 +276,21 @@ def build_report(trace: Trace, findings: Sequence[dict[str, Any]] | None = None,
         "<span>time since the recording started; drag to zoom into a time range (every panel follows), "
         "double-click to see it all. Hover a marker for the call.</span></div>",
         "<p id=\"hl-error\" hidden></p>",
-        f"<div id=\"hl-fig-0\" class=\"figure\" style=\"height:{HEIGHT}px\"></div></section>",
+        f"<div id=\"hl-fig-0\" class=\"figure\" style=\"height:{HEIGHT}px\"></div>", glossary_html(), "</section>",
         findings_html(found, t0),
         f"<footer>{esc(trace.meta.get('tool') or 'heapline')} · report built "
         f"{esc(datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC'))}</footer></main>",
     ])
     command = shlex.join(str(a) for a in trace.meta.get("command") or []) or "trace"
     html_text = document(f"heapline: {command} (pid {tl.pid})", body, {"figures": [{"div": "hl-fig-0", "figure": fig}]})
-    panels = ["memory", "calls", "address space"] + (["findings"] if found else [])
+    panels = (["memory", "resident by cause", "allocator activity", "calls", "address space"]
+              + (["findings"] if found else []))
     built = {
         "events": int(len(trace.columns)), "pid": tl.pid, "panels": panels, "findings": len(found),
         "reduced": bool(info["memory"]["reduced"] or info["lane"]["reduced"] or info["map"]["releases_reduced"]
                         or info["map"]["bars_dropped"]),
         "memory_points": info["memory"]["points"], "lane_markers": info["lane"]["markers"],
+        "activity": info["activity"], "accounting": info["accounting"],
         "mappings": info["map"]["mappings"], "mapping_bars_dropped": info["map"]["bars_dropped"],
         "releases": info["map"]["releases"], "figures": k, "traces": [t.get("name") for t in fig["data"]],
         "verdict": [ln.to_json() for ln in lines],

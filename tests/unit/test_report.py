@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import html
 import json
 import re
 import sys
@@ -25,6 +26,7 @@ from viz.reduce import BUCKETS, MARKER_BUCKETS, extrema_rows, representatives, s
 from viz.report import write_report
 
 TRACES = ROOT / "traces"
+PANELS = ["memory", "resident by cause", "allocator activity", "calls", "address space"]
 SAMPLES = ["phases", "phases-strace", "phases-attach", "forker"]
 HOSTILE = "<img src=x onerror=alert(1)>"
 CLOSER = "</script><script>alert(2)</script>"
@@ -75,7 +77,7 @@ def test_report_of_each_sample(name: str, tmp_path) -> None:
     t = open_trace(str(TRACES / f"{name}.trace"))
     meta = t.meta
     assert built["bytes"] == out.stat().st_size and built["events"] == len(t.events)
-    assert built["panels"] == ["memory", "calls", "address space"] and built["findings"] == 0
+    assert built["panels"] == PANELS and built["findings"] == 0
     assert not built["reduced"]
     # the header: command, pid, duration, backend, lost events, kernel, libc
     for text in (meta["command"][0], f"{meta['pid']}", meta["backend"]["name"], meta["machine"]["kernel"],
@@ -401,3 +403,15 @@ def test_report_of_a_traced_child(tmp_path) -> None:
         assert r.exit_code == Exit.PID_NOT_IN_TRACE == 22, r.output
         assert r.output.count("\n") == 1 and "no events of process 999999" in r.output
     assert not (tmp_path / "x.html").exists()
+
+
+def test_the_page_explains_its_words(tmp_path) -> None:
+    from viz.glossary import GLOSSARY
+
+    out = tmp_path / "phases.html"
+    write_report(TRACES / "phases.trace", out)
+    page = out.read_text()
+    assert "<details id=\"glossary\">" in page
+    for word, meaning in GLOSSARY.items():
+        assert f"<dt>{html.escape(word)}</dt><dd>{html.escape(meaning, quote=True)}</dd>" in page
+    assert page.count("<dfn title=") >= 4  # the key figures' terms

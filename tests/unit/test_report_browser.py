@@ -9,6 +9,7 @@ it to docs/report.png for the README.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -34,13 +35,15 @@ FIG = "window.__heapline.figures[0]"
 POINT = """((i, j) => {
   const gd = window.__heapline.figures[0], t = gd.data[i], fl = gd._fullLayout;
   const xa = fl['xaxis' + t.xaxis.slice(1)], ya = fl['yaxis' + t.yaxis.slice(1)];
-  const x = t.type === 'bar' ? t.base[j] + t.x[j] / 2 : t.x[j];
+  const x = t.type === 'bar' && t.base ? t.base[j] + t.x[j] / 2 : t.x[j];
   const at = () => { const r = gd.getBoundingClientRect();
-    return {x: r.left + xa._offset + xa.l2p(x), y: r.top + ya._offset + ya.l2p(t.y[j])}; };
+    const y = t.type === 'bar' && !t.base ? t.y[j] / 2 : t.y[j];  // a bar from 0: its middle
+    return {x: r.left + xa._offset + xa.l2p(x), y: r.top + ya._offset + ya.l2p(y)}; };
   let p = at();
   window.scrollBy(0, p.y - window.innerHeight / 2);
   return at();
 })"""
+SUBPLOTS = ["xy", "x2y2", "x3y3", "x4y4", "x5y5"]  # memory, calls, address space, resident by cause, activity
 HOVER = "Array.from(document.querySelectorAll('.hoverlayer .hovertext')).map(e => e.textContent).join('\\n')"
 
 
@@ -72,7 +75,7 @@ def indices(page: Page, **meta: str) -> list[int]:
 def hover(page: Page, i: int, j: int) -> str:
     """The hover text of point j of trace i, zoomed in around it first so that it is the closest point."""
     page.eval(f"(() => {{ const t = {FIG}.data[{i}];"
-              f" const x = t.type === 'bar' ? t.base[{j}] + t.x[{j}] / 2 : t.x[{j}];"
+              f" const x = t.type === 'bar' && t.base ? t.base[{j}] + t.x[{j}] / 2 : t.x[{j}];"
               f" return Plotly.relayout({FIG}, {{'xaxis.range': [x - 2e-6, x + 2e-6]}}).then(() => 0); }})()")
     p = page.eval(f"{POINT}({i}, {j})")
     page.mouse(p["x"] + 40, p["y"] + 40)  # away first, so the hover really changes
@@ -88,7 +91,7 @@ def test_report_renders_its_panels(browser, phases_html, tmp_path) -> None:
         assert page.problems() == []
         # the inlined partial bundle registers exactly the trace types viz.page lists
         assert sorted(page.eval("Object.keys(Plotly.PlotSchema.get().traces)")) == sorted(PLOTLY_TRACES)
-        assert page.eval(f"{FIG}._fullLayout._subplots.cartesian") == ["xy", "x2y2", "x3y3"]
+        assert page.eval(f"{FIG}._fullLayout._subplots.cartesian") == SUBPLOTS
         series = page.eval(f"{FIG}.data.filter(t => t.meta.panel === 'memory').map(t => t.meta.series)")
         assert series == ["heap", "anon_mapped", "rss_anon", "live_bytes", "retained", "footprint"]
         kinds = set(page.eval(f"{FIG}.data.filter(t => t.meta.panel === 'lane').map(t => t.meta.kind)"))
@@ -102,8 +105,12 @@ def test_report_renders_its_panels(browser, phases_html, tmp_path) -> None:
         # axes in human units, all three panels on one time axis
         assert all(t.endswith(" ms") for t in page.eval(f"{FIG}._fullLayout.xaxis.ticktext"))
         assert all(t.endswith(("KiB", " B")) for t in page.eval(f"{FIG}._fullLayout.yaxis.ticktext"))
-        ranges = page.eval(f"['xaxis', 'xaxis2', 'xaxis3'].map(a => {FIG}._fullLayout[a].range)")
-        assert ranges[0] == ranges[1] == ranges[2]
+        ranges = page.eval(f"['xaxis', 'xaxis2', 'xaxis3', 'xaxis4', 'xaxis5'].map(a => {FIG}._fullLayout[a].range)")
+        assert all(r == ranges[0] for r in ranges)
+        layers = page.eval(f"{FIG}.data.filter(t => t.meta.panel === 'accounting').map(t => t.meta.series)")
+        assert layers[0] == "live" and layers[-1] == "address space"
+        assert page.eval("document.querySelectorAll('.x4y4 .scatterlayer .trace path.js-fill').length") >= 2
+        assert page.eval("document.querySelectorAll('.x5y5 .barlayer .point').length") > 10
         assert page.eval("document.querySelectorAll('#findings .finding').length") >= 1
         page.eval("window.scrollTo(0, 0)")
         page.screenshot(tmp_path / "report.png")
@@ -111,6 +118,37 @@ def test_report_renders_its_panels(browser, phases_html, tmp_path) -> None:
         if os.environ.get("HEAPLINE_UPDATE_DOCS") == "1" or not docs.exists():
             shutil.copyfile(tmp_path / "report.png", docs)
         assert (tmp_path / "report.png").stat().st_size > 50_000
+    finally:
+        page.close()
+
+
+def test_activity_lane_of_a_churn_shows_its_rates(browser, tmp_path) -> None:
+    """tiny-mallocs: 20,000 malloc(4) then 20,000 frees (as the workload was run), and one
+    malloc_trim(0) that returned 1 (as it printed)."""
+    out = tmp_path / "tiny.html"
+    report_cmd.report(str(TRACES / "scenario-tiny-mallocs-20000.trace"), str(out))
+    rep = parse_report((TRACES / "scenario-tiny-mallocs-20000.out").read_text())
+    page = render(browser, out)
+    try:
+        assert page.problems() == []
+        (alloc,) = indices(page, panel="activity", series="allocated")
+        (freed,) = indices(page, panel="activity", series="freed")
+        counts = {}
+        for i, sign in ((alloc, 1), (freed, -1)):
+            ys = page.eval(f"Array.from({FIG}.data[{i}].y)")
+            assert all(y * sign > 0 for y in ys)  # every slice drawn had calls
+            j = max(range(len(ys)), key=lambda k: abs(ys[k]))
+            text = hover(page, i, j)
+            rate = int(re.search(r"([\d,]+) calls/s", text).group(1).replace(",", ""))
+            assert rate > 0 and "blocks" in text
+            n = page.eval(f"{FIG}.data[{i}].hovertext.map(h => +h.split('{'allocated' if sign > 0 else 'freed'}: ')[1]"
+                          ".split(' blocks')[0].replace(/,/g, '')).reduce((a, b) => a + b, 0)")
+            counts[sign] = n
+        assert counts[1] == counts[-1] == 20_000
+        (trim,) = indices(page, panel="activity", series="malloc_trim")
+        (line,) = rep.all("malloc_trim")
+        assert f"malloc_trim({line['pad']})" in hover(page, trim, 0)
+        assert f"returned {line['ret']}" in hover(page, trim, 0)
     finally:
         page.close()
 
@@ -341,7 +379,7 @@ def test_child_report_draws(small_screen, tmp_path) -> None:
     page = render(small_screen, tmp_path / "child.html")
     try:
         assert page.problems() == []
-        assert page.eval(f"{FIG}._fullLayout._subplots.cartesian") == ["xy", "x2y2", "x3y3"]
+        assert page.eval(f"{FIG}._fullLayout._subplots.cartesian") == SUBPLOTS
         first = page.eval(VERDICT)[0]
         assert first["text"] == built["verdict"][0]["text"] and first["bottom"] <= FIRST_SCREEN[1]
         assert str(child) in page.eval("document.querySelector('h1').textContent")

@@ -71,9 +71,20 @@
     return { scale: Math.pow(1024, i), name: UNITS[i], min: 1 };
   }
 
+  function sliceText(sl, i) {
+    var lo = sl.edges[i], hi = sl.edges[i + 1], w = Math.max(hi - lo, 1e-9);
+    return "<b>" + ht(lo) + " – " + ht(hi) + "</b> (" + ht(w) + ")<br>allocated: " +
+      sl.allocated[i].toLocaleString("en-US") + " blocks, " + hb(sl.allocated_bytes[i]) + "<br>freed: " +
+      sl.freed[i].toLocaleString("en-US") + " blocks, " + hb(sl.freed_bytes[i]) + "<br>" +
+      Math.round((sl.allocated[i] + sl.freed[i]) / w).toLocaleString("en-US") + " calls/s";
+  }
   function hoverText(data) {
     data.forEach(function (tr) {
       var m = tr.meta || {};
+      if (m.hover === "slices") {
+        tr.hovertext = Array.prototype.map.call(m.rows, function (i) { return sliceText(m.slices, i); });
+        return;
+      }
       if (!m.hover || !tr.y) return;
       var label = m.label || tr.name, n = tr.y.length, text = new Array(n);
       var live = m.live !== undefined ? data[m.live] : null, k = 0;
@@ -84,7 +95,7 @@
           s += "<br>live: " + hb(live.x[k] <= tr.x[i] ? live.y[k] : 0) +
                " · retained (footprint − live): " + hb(tr.y[i] - (live.x[k] <= tr.x[i] ? live.y[k] : 0));
         }
-        text[i] = s + "<br>at " + ht(tr.x[i]);
+        text[i] = s + (m.note ? "<br>" + m.note : "") + "<br>at " + ht(tr.x[i]);
       }
       tr.text = text;
     });
