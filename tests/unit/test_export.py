@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 from tracer.analysis.calls import CALL_KINDS
 from tracer.analysis.explain import explain
 from tracer.analysis.export import wire
-from tracer.analysis.export.sites import SAMPLE_TYPES, site_figures
 from tracer.analysis.model import build
 from tracer.analysis.phases import PARTS
+from tracer.analysis.sites import SAMPLE_TYPES, site_figures
 from tracer.cli import app
 from tracer.decode import format_call
 from tracer.errors import Exit

@@ -4,7 +4,7 @@ the tools people already use.
 ``--perfetto``: a Perfetto trace (ui.perfetto.dev opens it offline): per process, counter tracks
 of its memory series and of what the allocator kept by cause, and instants for every memory call
 and every finding (:mod:`tracer.analysis.export.tracks`). ``--pprof``: a gzipped pprof profile of
-the bytes allocated, live and retained by allocation site at the end (:mod:`tracer.analysis.export.sites`),
+the bytes allocated, live and retained by allocation site at the end (:mod:`tracer.analysis.sites`),
 from a trace recorded with ``--stacks``. ``--pid`` limits both to one traced process (Perfetto
 shows every process by default, pprof the traced one).
 
@@ -21,8 +21,8 @@ from typing import Any
 
 from tracer.analysis.export import perfetto as pf
 from tracer.analysis.export import pprof as pp
-from tracer.analysis.export.sites import SAMPLE_TYPES, recorded_stacks, site_figures
 from tracer.analysis.export.tracks import tracks
+from tracer.analysis.sites import SAMPLE_TYPES, recorded_stacks, site_figures
 from tracer.commands.base import REPORT, Say, quiet, traced
 from tracer.errors import Exit, HeaplineError
 from tracer.tracefile import open_trace

@@ -2,7 +2,7 @@
 ``go tool pprof`` or ``pprof``.
 
 One sample per recorded stack, its values in the order of
-:data:`tracer.analysis.export.sites.SAMPLE_TYPES` (``inuse_space`` shown by default); one location
+:data:`tracer.analysis.sites.SAMPLE_TYPES` (``inuse_space`` shown by default); one location
 per distinct frame (its runtime address, the module as its mapping, the symbol as its function).
 A module's mapping starts at its load base as the frames give it (address - file offset), so that
 a frame's file offset is ``address - memory_start``. Frames without a module or a symbol keep
@@ -22,7 +22,7 @@ import gzip
 from collections.abc import Sequence
 
 from tracer.analysis.export import wire
-from tracer.analysis.export.sites import Frame, SiteFigures
+from tracer.analysis.sites import Frame, SiteFigures
 
 NO_STACK = "(no stack recorded)"
 
