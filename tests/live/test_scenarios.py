@@ -41,11 +41,11 @@ def get(tmp_path, source: str, name: str, *args: str, env: dict[str, str] | None
     return record(tmp_path, name, *args, env=env)
 
 
-def record(tmp_path, name: str, *args: str, env: dict[str, str] | None = None):
+def record(tmp_path, name: str, *args: str, env: dict[str, str] | None = None, stacks: bool = False):
     if not (BIN / name).exists():
         subprocess.run(["make", "-s", "-C", str(ROOT / "workloads" / "scenarios")], check=True)
     trace = str(tmp_path / f"{name}.trace")
-    extra = [x for k, v in (env or {}).items() for x in ("-E", f"{k}={v}")]
+    extra = [x for k, v in (env or {}).items() for x in ("-E", f"{k}={v}")] + (["--stacks"] if stacks else [])
     r = run_heapline("record", "-q", *extra, "-o", trace, "--", str(BIN / name), *args)
     assert r.returncode == 0, r.stderr
     t = open_trace(trace)
@@ -70,6 +70,18 @@ def test_tiny_mallocs_pinned_trim_uses_madvise(tmp_path, source) -> None:
     assert trim["by_call"].get("madvise", 0) > 256 << 10
     assert "BRK_PINNED_BY_LIVE_CHUNK" in found
     assert rep.brk("trim") > rep.brk("start") + (256 << 10)  # the break stayed high
+
+
+@needs_root
+def test_the_pinning_block_names_its_allocation_stack(tmp_path) -> None:
+    _, rep, found = record(tmp_path, "tiny-mallocs", "20000", "pin", stacks=True)
+    pinned = found["BRK_PINNED_BY_LIVE_CHUNK"]
+    (kv,) = rep.all("pin")
+    block = pinned.evidence["block"]
+    assert block["address"] == kv["ptr"]  # the block the program says it kept
+    first = block["stack"][0]
+    assert first["function"] == "main" and first["module"].endswith("/tiny-mallocs")
+    assert "allocated by main (tiny-mallocs)" in pinned.message
 
 
 @pytest.mark.parametrize("args,falls", [(("2",), False), (("1", "1", "999"), False), (("1", "500", "1000"), True)])

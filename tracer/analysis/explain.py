@@ -25,6 +25,7 @@ from tracer.analysis.finding import rel_s as _rel
 from tracer.analysis.gaveback import child_holds_most, given_back
 from tracer.analysis.model import ExitState, Timeline, build, state_at_exit
 from tracer.analysis.phases import phases
+from tracer.analysis.sites import block_stack, frame_json, site_text
 from tracer.columns import Events
 from tracer.events import Kind
 from tracer.tracefile import Trace
@@ -94,9 +95,14 @@ def _heap_top(trace: Trace, tl: Timeline, ev: Events, family: str | None) -> lis
                    f"{_kib(th['top_pad'])}).")
             if others > 0:
                 msg += f" {_kib(rest)} more is free in {others:,} other free chunk(s) between live blocks."
+            block = dict(top)
+            stack = block_stack(trace, tl.pid, int(top["address"], 16), int(top["allocated_at_ns"]))
+            if stack:
+                msg += f" It was allocated by {site_text(stack)}."
+                block["stack"] = [frame_json(f) for f in stack]
             found.append(Finding(
                 "BRK_PINNED_BY_LIVE_CHUNK", msg,
-                {**evidence, "block": top, "release_if_freed": released, "free_below_block": top["free_below"]},
+                {**evidence, "block": block, "release_if_freed": released, "free_below_block": top["free_below"]},
                 top["allocated_at_ns"]))
     if 4096 <= h["top"] and (h["top"] < th["trim"] or h["top"] - th["top_pad"] < page + MINSIZE + 1):
         why = (f"below the trim threshold in force ({_kib(th['trim'])}, {th['source']})" if h["top"] < th["trim"] else

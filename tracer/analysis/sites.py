@@ -19,6 +19,7 @@ over it. Blocks are attributed to the stack id their allocation recorded (``fiel
 from __future__ import annotations
 
 import heapq
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +68,40 @@ def frames(st: dict[str, Any], sid: int) -> list[Frame]:
         out.append(Frame(int(addr), m.get("path"), m.get("build_id"), None if off is None else int(off),
                          sym.rsplit("+", 1)[0] if sym else None))
     return out
+
+
+def site_text(fr: list[Frame], depth: int = 3) -> str:
+    """A stack for people: its first ``depth`` frames, the allocation's caller first, each as
+    ``function (module)``, or ``module+offset`` where no symbol was found."""
+    parts = []
+    for f in fr[:depth]:
+        mod = os.path.basename(f.module) if f.module else None
+        if f.function:
+            parts.append(f"{f.function} ({mod or '?'})")
+        elif mod and f.offset is not None:
+            parts.append(f"{mod}+{f.offset:#x}")
+        else:
+            parts.append(f"{f.address:#x}")
+    return " ← ".join(parts) + (" ← …" if len(fr) > depth else "") if parts else "(no stack recorded)"
+
+
+def frame_json(f: Frame) -> dict[str, Any]:
+    return {"function": f.function, "module": f.module, "offset": f.offset, "address": hex(f.address)}
+
+
+def block_stack(trace: Trace, pid: int, ptr: int, opened: int) -> list[Frame] | None:
+    """The recorded allocation stack of the block at ``ptr`` made at ``opened`` (ns), or None when
+    the trace has no stacks or none was recorded for that block."""
+    st = recorded_stacks(trace)
+    if st is None:
+        return None
+    b = model(trace, pid).blocks
+    k = np.flatnonzero((b.ptr == np.uint64(ptr)) & (b.opened == opened))
+    if not len(k):
+        return None
+    ev, _, _ = own_events(trace, pid)
+    sid = int(ef.blocks.stack(ev)[opens_and_closes(ev)[0]][int(k[0])])
+    return frames(st, sid) or None if sid else None
 
 
 def _last_occupants(start: np.ndarray, end: np.ndarray, prio: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
