@@ -23,6 +23,7 @@ from typing import Any
 from tracer.analysis.explain import condensed
 from tracer.analysis.model import Timeline, build
 from tracer.analysis.processes import processes
+from tracer.analysis.sites import recorded_stacks, site_figures
 from tracer.analysis.verdict import Line, verdict
 from tracer.errors import Exit, HeaplineError
 from tracer.tracefile import Trace, open_trace
@@ -32,6 +33,7 @@ from viz.glossary import glossary_html, term
 from viz.lane import at, released_by_call
 from viz.page import document, esc, table
 from viz.processes import processes_nav
+from viz.sites import SitesAt, sites_html
 
 FINDING_KEYS = ("code", "message", "evidence", "ts")
 
@@ -253,6 +255,21 @@ def notes_html(trace: Trace, tl: Timeline, info: dict[str, Any]) -> str:
     return "<div class=\"note\">" + "".join(f"<p>{esc(n)}</p>" for n in notes) + "</div>"
 
 
+def site_moments(trace: Trace, tl: Timeline, lines: list[Line], t0: int, live: bool) -> list[SitesAt]:
+    """The moments of the "who holds it" tables: the end, then the middle of each phase that kept memory."""
+    if not live or recorded_stacks(trace) is None:
+        return []
+    out = [SitesAt("at the end", site_figures(trace, tl.pid))]
+    out[0].label = f"at the end ({(out[0].figures.at - t0) / 1e9:.3f} s)"
+    for ln in lines:
+        if ln.kind == "kept":
+            mid = (ln.start + ln.end) // 2
+            out.append(SitesAt(f"during {(ln.start - t0) / 1e9:.3f}–{(ln.end - t0) / 1e9:.3f} s "
+                               f"({ln.text.split(':')[0]}), at {(mid - t0) / 1e9:.3f} s",
+                               site_figures(trace, tl.pid, mid)))
+    return out
+
+
 def build_report(trace: Trace, findings: Sequence[dict[str, Any]] | None = None,
                  pid: int | None = None, pages: dict[int, str] | None = None) -> tuple[str, dict[str, Any]]:
     """The page of process ``pid`` (the traced one by default) and what it holds; ``pages``: the
@@ -265,6 +282,7 @@ def build_report(trace: Trace, findings: Sequence[dict[str, Any]] | None = None,
     spans = [Span(ln.start, ln.end, ln.text.split(":")[0], ln.weight == "major") for ln in lines if ln.kind == "kept"]
     fig, info = timeline_figure(trace, tl, moments, spans)
     k = key_figures(tl)
+    sites = site_moments(trace, tl, lines, t0, info["live"])
     title, details = header_html(trace, tl, t0, end)
     body = "".join([
         "<main>", title, processes_nav(processes(trace), tl.pid, pages or {}), verdict_html(lines, t0), details,
@@ -277,14 +295,14 @@ def build_report(trace: Trace, findings: Sequence[dict[str, Any]] | None = None,
         "double-click to see it all. Hover a marker for the call.</span></div>",
         "<p id=\"hl-error\" hidden></p>",
         f"<div id=\"hl-fig-0\" class=\"figure\" style=\"height:{HEIGHT}px\"></div>", glossary_html(), "</section>",
-        findings_html(found, t0),
+        sites_html(sites), findings_html(found, t0),
         f"<footer>{esc(trace.meta.get('tool') or 'heapline')} · report built "
         f"{esc(datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC'))}</footer></main>",
     ])
     command = shlex.join(str(a) for a in trace.meta.get("command") or []) or "trace"
     html_text = document(f"heapline: {command} (pid {tl.pid})", body, {"figures": [{"div": "hl-fig-0", "figure": fig}]})
     panels = (["memory", "resident by cause", "allocator activity", "calls", "address space"]
-              + (["findings"] if found else []))
+              + (["who holds it"] if sites else []) + (["findings"] if found else []))
     built = {
         "events": int(len(trace.columns)), "pid": tl.pid, "panels": panels, "findings": len(found),
         "reduced": bool(info["memory"]["reduced"] or info["lane"]["reduced"] or info["map"]["releases_reduced"]
@@ -294,6 +312,7 @@ def build_report(trace: Trace, findings: Sequence[dict[str, Any]] | None = None,
         "mappings": info["map"]["mappings"], "mapping_bars_dropped": info["map"]["bars_dropped"],
         "releases": info["map"]["releases"], "figures": k, "traces": [t.get("name") for t in fig["data"]],
         "verdict": [ln.to_json() for ln in lines],
+        "sites": [{"label": x.label, "at": x.figures.at, "sites": len(x.figures.values)} for x in sites],
     }
     return html_text, built
 
