@@ -345,3 +345,16 @@ def _heap_end(m: Model, h: int, ts: int) -> int:
         elif stop >= end > start:
             end = start
     return end
+
+
+def mmapped_chunks(trace: Trace, pid: int | None = None) -> dict[int, list[tuple[int, int]]]:
+    """The blocks glibc mapped one by one, by the start of their mapping (the chunk, HEADER bytes
+    before the pointer): [(allocated at ns, bytes requested)], oldest first."""
+    if otheralloc.is_other(trace):
+        return {}
+    b = model(trace, pid).blocks
+    k = np.flatnonzero(b.mmapped)
+    out: dict[int, list[tuple[int, int]]] = {}
+    for i in k[np.argsort(b.opened[k], kind="stable")].tolist():
+        out.setdefault(int(b.ptr[i]) - ch.HEADER, []).append((int(b.opened[i]), int(b.size[i])))
+    return out
