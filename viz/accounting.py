@@ -10,13 +10,13 @@ from typing import Any
 import numpy as np
 
 from tracer.analysis.overtime import LAYERS, OverTime
-from viz.style import ANON, ARENA, FILE, FOOTPRINT, HEAP, LIVE, RELEASE, RSS, STACK, rgba, seconds
+from viz.style import ANON, ARENA, FOOTPRINT, HEAP, LIVE, OWN, RELEASE, RSS, STACK, rgba, seconds
 
 #: layer -> colour (the memory panel's where the meaning is the same)
 COLORS = {
     "live": LIVE, "allocator overhead": "#a0cbe8", "cached": "#ffbe7d", "free below the highest live chunk": RELEASE,
     "top": HEAP, "free in thread arenas": ARENA, "held beyond live": RSS, "mmapped chunks": ANON,
-    "the program's own mappings": FILE, "stacks": STACK,
+    "the program's own mappings": OWN, "stacks": STACK,
 }
 
 

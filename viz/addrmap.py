@@ -23,7 +23,7 @@ from tracer.analysis.model import Timeline
 from tracer.units import human_bytes
 from viz.lane import at
 from viz.reduce import MARKER_BUCKETS, representatives, step_rows
-from viz.style import ANON, ARENA, FILE, HEAP, RELEASE, STACK, rgba, seconds
+from viz.style import ARENA, FILE, HEAP, MMAPPED, OWN, PIN, RELEASE, STACK, rgba, seconds
 
 GAP = 16 << 20
 USER_TOP = 1 << 47
@@ -32,16 +32,38 @@ BREAK_SHARE = 0.04  # of the axis, between two clusters
 MIN_SHARE = 0.1
 MIN_HEIGHT = 0.008
 SEGMENT_MIN = 0.02  # of the axis: a release range drawn as a line past its marker
+TICK_NEAR = 0.03  # of the axis: a named address replaces a tick this close
 BAR_LIMIT = 2000
 RELEASE_LIMIT = 2000
 
 WHAT = {  # mapping kind -> colour, legend name
-    "anon": (ANON, "anonymous mappings"),
+    "anon": (OWN, "anonymous mappings (not malloc's)"),
+    "malloc-mmap": (MMAPPED, "mapped by malloc (one block each)"),
     "heap-arena": (ARENA, "thread-arena heaps"),
-    "stack": (STACK, "stacks"),
+    "stack": (STACK, "thread stacks"),
     "file": (FILE, "file mappings"),
 }
+#: what the NORESERVE reservations are, by allocator family (glibc's are its thread-arena heaps)
+REGIONS = {"jemalloc": "jemalloc's regions", "tcmalloc": "tcmalloc's regions", "mimalloc": "mimalloc's regions"}
 RELEASE_SYMBOL = {"brk": "triangle-down", "munmap": "x", "mremap": "triangle-left", "madvise": "diamond"}
+
+
+@dataclass
+class MapFacts:
+    """What the analysis knows of the mappings beyond their calls: the allocator family, the blocks
+    malloc mapped one by one (chunk start -> [(allocated at ns, bytes requested)], oldest first: an
+    address can be mapped again for a later block), and the live block that pins the break (the
+    BRK_PINNED_BY_LIVE_CHUNK finding's evidence), if any."""
+
+    family: str | None = None
+    mmapped: dict[int, list[tuple[int, int]]] | None = None
+    pin: dict[str, Any] | None = None
+
+    def block_of(self, start: int, born: int) -> tuple[int, int] | None:
+        """The block (allocated at, bytes) whose malloc made the mapping at ``start`` born at ``born``:
+        the latest one at that address allocated by then."""
+        made = [m for m in (self.mmapped or {}).get(start, []) if m[0] <= born]
+        return made[-1] if made else None
 
 
 @dataclass
@@ -62,17 +84,24 @@ class AddressAxis:
         return self.y0[i] + frac * (self.y1[i] - self.y0[i])
 
     def ticks(self, named: dict[int, str]) -> tuple[list[float], list[str]]:
+        """Each cluster's base address once, then offsets from it (``+1.0 MiB``); ``named``
+        addresses (start_brk: its address is in the heap band's hover) replace the ticks they would sit on."""
         vals: list[float] = []
         text: list[str] = []
         for lo, hi, y0, y1 in zip(self.lo.tolist(), self.hi.tolist(), self.y0.tolist(), self.y1.tolist(), strict=True):
             steps = 4 if y1 - y0 > 0.3 else (2 if y1 - y0 > 0.12 else 1)
+            base = int(lo) & ~0xFFF
             for j in range(steps + 1):
                 addr = int(lo + (hi - lo) * j / steps) & ~0xFFF
                 vals.append(float(self.y(addr)))
-                text.append(f"{addr:#x}")
+                text.append(f"{addr:#x}" if j == 0 else f"+{human_bytes(addr - base)}")
         for addr, name in named.items():
-            vals.append(float(self.y(addr)))
-            text.append(f"{name} {addr:#x}")
+            y = float(self.y(addr))
+            near = [i for i, v in enumerate(vals) if abs(v - y) < TICK_NEAR]
+            for i in reversed(near):
+                del vals[i], text[i]
+            vals.append(y)
+            text.append(name)
         return vals, text
 
 
@@ -113,25 +142,48 @@ def _pick_bars(mp: pd.DataFrame, span: int) -> pd.DataFrame:
     return mp.iloc[keep]
 
 
-def mapping_traces(mp: pd.DataFrame, ax: AddressAxis, t0: int, span: int,
-                   axes: tuple[str, str]) -> tuple[list[dict[str, Any]], int]:
+def _kinds(g: pd.DataFrame, facts: MapFacts) -> np.ndarray:
+    what = g["what"].to_numpy(object).copy()
+    if facts.mmapped:
+        for i in np.flatnonzero(what == "anon").tolist():
+            if facts.block_of(int(g["start"].iat[i]), int(g["born"].iat[i])) is not None:
+                what[i] = "malloc-mmap"
+    return what
+
+
+def _label(what: str, facts: MapFacts) -> str:
+    if what == "heap-arena" and facts.family not in (None, "glibc"):
+        return REGIONS.get(str(facts.family), f"{facts.family}'s regions")
+    return WHAT[what][1]
+
+
+def mapping_traces(mp: pd.DataFrame, ax: AddressAxis, t0: int, span: int, axes: tuple[str, str],
+                   facts: MapFacts | None = None) -> tuple[list[dict[str, Any]], int]:
     """One horizontal bar trace per kind of mapping; returns them and how many mappings were left out."""
+    facts = facts or MapFacts()
     drawn = _pick_bars(mp, span)
+    kinds = _kinds(drawn, facts) if len(drawn) else np.empty(0, dtype=object)
     traces = []
-    for what, (color, label) in WHAT.items():
+    for what, (color, _) in WHAT.items():
+        label = _label(what, facts)
         for reserved in (False, True):
-            g = drawn[(drawn["what"] == what) & ((drawn["prot"] == 0) == reserved)]
+            g = drawn[(kinds == what) & ((drawn["prot"] == 0) == reserved).to_numpy()]
             if not len(g):
                 continue
             start, end = g["start"].to_numpy(np.float64), g["end"].to_numpy(np.float64)
             lo, hi = ax.y(start), ax.y(end)
             born, died = g["born"].to_numpy(np.int64), g["died"].to_numpy(np.int64)
-            text = [
-                f"<b>{html.escape(what)} {_perms(int(p))}</b> {int(a):#x}–{int(b):#x} ({human_bytes(int(b) - int(a))})"
-                f"<br>from {at(int(t1) - t0)} until {at(int(t2) - t0)} ({html.escape(str(why))})"
-                + ("<br>PROT_NONE: reserved, not counted until mprotect opens it" if reserved else "")
-                for a, b, p, t1, t2, why in zip(g["start"], g["end"], g["prot"], born, died, g["ended_by"], strict=True)
-            ]
+            text = []
+            for a, b, p, t1, t2, why in zip(g["start"], g["end"], g["prot"], born, died, g["ended_by"], strict=True):
+                line = (f"<b>{html.escape(label)} {_perms(int(p))}</b> {int(a):#x}–{int(b):#x} "
+                        f"({human_bytes(int(b) - int(a))})<br>from {at(int(t1) - t0)} until {at(int(t2) - t0)} "
+                        f"({html.escape(str(why))})")
+                blk = facts.block_of(int(a), int(t1)) if what == "malloc-mmap" else None
+                if blk is not None:
+                    line += f"<br>malloc's chunk of one block: {blk[1]:,} B requested at {at(blk[0] - t0)}"
+                if reserved:
+                    line += "<br>PROT_NONE: reserved, not counted until mprotect opens it"
+                text.append(line)
             marker: dict[str, Any] = {"color": color, "opacity": 0.35 if what == "file" else 0.75, "line": {"width": 0}}
             if reserved:
                 marker["pattern"] = {"shape": "/", "solidity": 0.3}
@@ -144,6 +196,22 @@ def mapping_traces(mp: pd.DataFrame, ax: AddressAxis, t0: int, span: int,
                 "showlegend": not reserved, "meta": {"panel": "map", "what": what, "reserved": reserved},
             })
     return traces, len(mp) - len(drawn)
+
+
+def pin_traces(pin: dict[str, Any], ax: AddressAxis, t0: int, end: int, axes: tuple[str, str]) -> list[dict[str, Any]]:
+    """The live block that pins the break: a line at its address from its malloc to the end."""
+    block = pin["block"]
+    addr, made = int(block["address"], 16), int(block["allocated_at_ns"])
+    y = float(ax.y(addr))
+    text = (f"<b>the live block that pins the break</b><br>{block['size']:,} B at {addr:#x}, allocated at "
+            f"{at(made - t0)}<br>freeing it would let glibc lower the break by "
+            f"{human_bytes(int(pin.get('release_if_freed') or 0))}")
+    return [{"type": "scatter", "mode": "lines+markers", "name": "block pinning the break", "xaxis": axes[0],
+             "yaxis": axes[1], "x": seconds(np.array([made, end]), t0), "y": [y, y],
+             "line": {"color": PIN, "width": 2, "dash": "dot"},
+             "marker": {"symbol": ["star", "line-ns"], "size": [12, 1], "color": PIN},
+             "hovertext": [text, text], "hovertemplate": "%{hovertext}<extra></extra>", "legend": "legend2",
+             "meta": {"panel": "map", "what": "pin"}}]
 
 
 def heap_traces(tl: Timeline, ax: AddressAxis, t0: int, end: int, axes: tuple[str, str]) -> list[dict[str, Any]]:
@@ -215,9 +283,10 @@ def release_traces(rel: pd.DataFrame, ax: AddressAxis, t0: int, span: int,
     return traces, kept.reduced
 
 
-def address_map(tl: Timeline, t0: int, end: int, axes: tuple[str, str] = ("x3", "y3")
-                ) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
+def address_map(tl: Timeline, t0: int, end: int, axes: tuple[str, str] = ("x3", "y3"),
+                facts: MapFacts | None = None) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
     """The map's traces, its y axis settings and what was drawn."""
+    facts = facts or MapFacts()
     mp, rel = tl.mappings, tl.releases
     if len(mp):
         mp = mp[mp["start"] < USER_TOP]  # not [vsyscall]: a kernel page every process sees
@@ -231,9 +300,9 @@ def address_map(tl: Timeline, t0: int, end: int, axes: tuple[str, str] = ("x3", 
     ax = address_axis(np.concatenate(starts), np.concatenate(ends))
     span = end - t0
     traces = heap_traces(tl, ax, t0, end, axes)
-    bars, dropped = mapping_traces(mp, ax, t0, span, axes) if len(mp) else ([], 0)
+    bars, dropped = mapping_traces(mp, ax, t0, span, axes, facts) if len(mp) else ([], 0)
     marks, rel_reduced = release_traces(rel, ax, t0, span, axes)
-    traces += bars + marks
+    traces += bars + marks + (pin_traces(facts.pin, ax, t0, end, axes) if facts.pin else [])
     vals, text = ax.ticks({tl.start_brk: "start_brk"} if tl.start_brk else {})
     yaxis = {"tickvals": vals, "ticktext": text, "range": [-0.02, 1.02], "showgrid": False,
              "tickfont": {"family": "ui-monospace, SFMono-Regular, Menlo, monospace", "size": 10}}

@@ -21,7 +21,7 @@ from tracer.columns import Events
 from tracer.tracefile import Trace
 from viz.accounting import accounting_traces
 from viz.activity import activity_traces
-from viz.addrmap import address_map
+from viz.addrmap import MapFacts, address_map
 from viz.lane import lane_traces
 from viz.reduce import BUCKETS, step_rows
 from viz.style import ANON, FINDING, FOOTPRINT, HEAP, LIVE, RSS, axis, rgba, seconds
@@ -174,8 +174,8 @@ def _axes(view: list[float], top: float, lane_rows: list[str], map_y: dict[str, 
     }
 
 
-def timeline_figure(trace: Trace, tl: Timeline, moments: list[Moment],
-                    spans: list[Span] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+def timeline_figure(trace: Trace, tl: Timeline, moments: list[Moment], spans: list[Span] | None = None,
+                    facts: MapFacts | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """The report's figure (five panels sharing the time axis) and what it holds."""
     t0, end = span_of(trace, tl)
     page = int(trace.meta.get("machine", {}).get("page_size", 4096))
@@ -184,7 +184,7 @@ def timeline_figure(trace: Trace, tl: Timeline, moments: list[Moment],
     mem, mem_info = memory_traces(tl, t0, end, live, rss)
     seg = segment(trace.columns, tl.pid)
     lane, lane_rows, lane_info = lane_traces(seg, tl, page, t0, end - t0)
-    amap, map_y, map_info = address_map(tl, t0, end)
+    amap, map_y, map_info = address_map(tl, t0, end, facts=facts)
     acts, act_info = activity_traces(activity(trace, tl.pid), t0, ("x5", "y5"))
     o = over_time(trace, tl.pid) if live else None
     if o is not None:

@@ -20,14 +20,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tracer.analysis.accounting import mmapped_chunks
 from tracer.analysis.explain import condensed
 from tracer.analysis.model import Timeline, build
+from tracer.analysis.otheralloc import family_of
 from tracer.analysis.processes import processes
 from tracer.analysis.sites import recorded_stacks, site_figures
 from tracer.analysis.verdict import Line, verdict
 from tracer.errors import Exit, HeaplineError
 from tracer.tracefile import Trace, open_trace
 from tracer.units import human_bytes, human_ns
+from viz.addrmap import MapFacts
 from viz.figures import HEIGHT, Moment, Span, span_of, timeline_figure
 from viz.glossary import glossary_html, term
 from viz.lane import at, released_by_call
@@ -280,7 +283,10 @@ def build_report(trace: Trace, findings: Sequence[dict[str, Any]] | None = None,
     moments = [Moment(f["number"], f["ts"], f["code"]) for f in found if f["ts"] is not None]
     lines = verdict(found, tl.pid, t0, end)
     spans = [Span(ln.start, ln.end, ln.text.split(":")[0], ln.weight == "major") for ln in lines if ln.kind == "kept"]
-    fig, info = timeline_figure(trace, tl, moments, spans)
+    pin = next((f["evidence"] for f in found if f["code"] == "BRK_PINNED_BY_LIVE_CHUNK"
+                and isinstance((f["evidence"] or {}).get("block"), dict)), None)
+    facts = MapFacts(family_of(trace), mmapped_chunks(trace, tl.pid), pin)
+    fig, info = timeline_figure(trace, tl, moments, spans, facts)
     k = key_figures(tl)
     sites = site_moments(trace, tl, lines, t0, info["live"])
     title, details = header_html(trace, tl, t0, end)

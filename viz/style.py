@@ -18,6 +18,9 @@ FILE = "#9c9c9c"  # file mappings
 STACK = "#bab0ac"
 PROTECT = "#edc948"  # mprotect
 FINDING = "#d62728"
+MMAPPED = ANON  # blocks malloc mapped one by one
+OWN = "#76b7b2"  # anonymous mappings the allocator did not make: the program's own, its runtime's
+PIN = FINDING  # the live block that pins the break
 
 #: compare: one colour per trace
 SEQUENCE = ("#4c78a8", "#f28e2b", "#59a14f", "#e15759", "#9467bd", "#2a9d8f", "#b07aa1", "#9c755f", "#edc948",
