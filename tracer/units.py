@@ -6,13 +6,27 @@ _BYTE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
 
 
 def human_bytes(n: float) -> str:
+    """Bytes for people, the one rule of every output (sentences, tables, hovers; report.js's ``hb``
+    is the same): B below 1 KiB, else three significant figures in the largest unit under 1024,
+    trailing zeros dropped (4 KiB, 1.04 MiB, 30.5 MiB, 392 KiB). The exact count goes beside it
+    where it matters (evidence, hovers)."""
     sign = "-" if n < 0 else ""
     v = float(abs(n))
-    for unit in _BYTE_UNITS:
-        if v < 1024 or unit == _BYTE_UNITS[-1]:
-            return f"{sign}{int(v)} {unit}" if unit == "B" else f"{sign}{v:.1f} {unit}"
+    i = 0
+    while v >= 1024 and i < len(_BYTE_UNITS) - 1:
         v /= 1024
-    raise AssertionError
+        i += 1
+    if i == 0:
+        return f"{sign}{int(v)} B"
+    digits = 2 if v < 10 else 1 if v < 100 else 0
+    if round(v, digits) >= 1024 and i < len(_BYTE_UNITS) - 1:  # 1023.7 KiB reads as 1 MiB
+        v /= 1024
+        i += 1
+        digits = 2
+    text = f"{v:,.{digits}f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return f"{sign}{text} {_BYTE_UNITS[i]}"
 
 
 def human_ns(ns: float) -> str:

@@ -74,7 +74,7 @@ def test_each_reading_command_says_it_in_one_sentence(monkeypatch, tmp_path, ver
     args = [a if a != "OUT" else str(tmp_path / "r.html") for a in verb]
     r = CliRunner().invoke(app, [args[0], TRACE, *args[1:]])
     assert r.exit_code == 69, r.output
-    assert "of memory and this process can get 10.0 KiB" in r.output
+    assert "of memory and this process can get 10 KiB" in r.output
     assert not (tmp_path / "r.html").exists()
 
 

@@ -20,6 +20,7 @@ from tracer.commands import compare as compare_cmd
 from tracer.commands import report as report_cmd
 from tracer.errors import Exit, HeaplineError
 from tracer.tracefile import Trace, open_trace
+from tracer.units import human_bytes
 from viz import addrmap, lane
 from viz.compare import write_compare
 from viz.reduce import BUCKETS, MARKER_BUCKETS, extrema_rows, representatives, step_rows
@@ -124,7 +125,7 @@ def test_lane_hover_is_the_call_as_strace_prints_it(phases) -> None:
     for kv in rep.all("madvise"):
         call = f"madvise({num(kv['addr']):#x}, {kv['len']}, {advice[int(kv['advice'])]}) = 0"
         (hit,) = [h for h in text if call in h]
-        assert "took " in hit and f"gave back {int(kv['len']) // 1024}.0 KiB" in hit and "break after: 0x" in hit
+        assert "took " in hit and f"gave back {human_bytes(int(kv['len']))} (" in hit and "break after: 0x" in hit
     brk = [h for tr in traces_of(fig, panel="lane", kind="brk") for h in tr["hovertext"]]
     assert any(f"= {rep.brk('alloc'):#x}" in h for h in brk)
     rows = fig["layout"]["yaxis2"]["ticktext"]
@@ -167,7 +168,7 @@ def test_findings_are_linked_to_their_moment(tmp_path) -> None:
     assert page.count('class="finding"') == 3 and page.count("data-goto=") == 2
     secs = (ts - tl.t0) / 1e9
     assert page.count(f'data-goto="{secs!r}"') == 2
-    assert f"{int(mad['start'].iloc[0]):#x}" in page and "8.0 KiB" in page
+    assert f"{int(mad['start'].iloc[0]):#x}" in page and "8 KiB" in page
     lines = [s for s in figure(page)["layout"]["shapes"] if s.get("name", "").startswith("finding-")]
     assert [s["x0"] for s in lines] == [secs, secs]
 
@@ -311,7 +312,7 @@ def test_compare_side_by_side(tmp_path) -> None:
     assert len([t for t in fig["data"] if t["meta"]["series"] == "live_bytes"]) == 2  # strace: not traced
     for row in ("peak footprint", "final footprint", "peak RSS anon", "given back to the kernel"):
         assert f"<th>{row}</th>" in page
-    assert "not traced" in page and "600.0 KiB" in page
+    assert "not traced" in page and "600 KiB" in page
     assert built["figures"][0]["released"]["total"] == built["figures"][1]["released"]["total"]
     stacked = write_compare([TRACES / "phases.trace", TRACES / "forker.trace"], tmp_path / "s.html", stack=True)
     fig = figure((tmp_path / "s.html").read_text())

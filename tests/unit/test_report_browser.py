@@ -22,6 +22,7 @@ from test_report import CLOSER, HOSTILE, HOSTILE_FINDINGS, hostile_trace
 from tracer.analysis.model import build
 from tracer.commands import report as report_cmd
 from tracer.tracefile import open_trace
+from tracer.units import human_bytes
 from viz.compare import write_compare
 from viz.page import PLOTLY_TRACES
 from viz.report import write_report
@@ -164,7 +165,7 @@ def test_madvise_hover_shows_the_call(browser, phases_html) -> None:
         for kv in rep.all("madvise"):
             call = f"madvise({num(kv['addr']):#x}, {kv['len']}, {advice[int(kv['advice'])]}) = 0"
             (hit,) = [t for t in texts if call in t]
-            assert f"gave back {int(kv['len']) / 1024:.1f} KiB ({int(kv['len']):,} bytes)" in hit
+            assert f"gave back {human_bytes(int(kv['len']))} ({int(kv['len']):,} bytes)" in hit
             assert "took " in hit and "break after: 0x" in hit
         # the same release on the address map, with its range
         (m,) = indices(page, panel="map", what="release-madvise")
@@ -183,9 +184,20 @@ def test_memory_hover_in_binary_units(browser, phases_html) -> None:
         (i,) = indices(page, panel="memory", series="footprint")
         j = page.eval(f"(() => {{ const y = {FIG}.data[{i}].y; return y.indexOf(Math.max(...y)); }})()")
         text = hover(page, i, j)
-        peak = tl.memory["footprint"].max() / 1024
-        assert f"footprint = heap + anon mappings: {peak:.1f} KiB" in text and "retained (footprint − live)" in text
+        peak = human_bytes(tl.memory["footprint"].max())
+        assert f"footprint = heap + anon mappings: {peak}" in text and "retained (footprint − live)" in text
         assert " ms" in text
+    finally:
+        page.close()
+
+
+def test_the_page_writes_bytes_by_the_rule_of_every_output(browser, phases_html) -> None:
+    values = [0, 1, 208, 1023, 1024, 1536, 4096, 10000, 10239, 10240, 401600, 1048063, 1048575, 1093632,
+              32 << 20, 2105344, 1023 << 20, (1 << 30) + 1, 5 << 40, 1 << 52, -5000]
+    page = render(browser, phases_html)
+    try:
+        got = page.eval(f"{values!r}.map(window.__heapline.hb)")
+        assert got == [human_bytes(v) for v in values]
     finally:
         page.close()
 

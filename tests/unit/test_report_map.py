@@ -68,7 +68,7 @@ def test_ticks_are_offsets_from_each_cluster_s_base() -> None:
     assert "start_brk" in text and "0x10000" not in text  # the name replaces the base it sits on
     assert "0x7f0000000000" in text
     assert all(t.startswith("+") for t in text if t not in ("start_brk", "0x7f0000000000"))
-    assert "+4.0 MiB" in text
+    assert "+4 MiB" in text
 
 
 def test_map_of_every_sample_stays_on_its_axis(tmp_path) -> None:

@@ -81,9 +81,9 @@ def test_findings_of_unknown_codes_are_notes() -> None:
     found = [{"number": 1, "code": "MINE", "message": "something", "evidence": {}, "ts": None},
              {"number": 2, "code": "MEMORY_KEPT_AFTER_FREE", "message": "m", "ts": 1_500,
               "evidence": {"from_s": 1e-6, "to_s": 2e-6, "kept": 2 << 20, "parts": {"tcache": 2 << 20},
-                           "ended": "malloc_trim from 0.000 s gave back 2,048 KiB (brk)"}}]
+                           "ended": "malloc_trim from 0.000 s gave back 2 MiB (brk)"}}]
     lines = verdict(found, 7, 1_000, 10_000)
     assert [ln.kind for ln in lines] == ["kept", "note"] and lines[1].text == "something"
-    assert lines[0].text == ("2,048 KiB kept 0.000001–0.000002 s: 2,048 KiB in tcache; malloc_trim from 0.000 s "
-                             "gave back 2,048 KiB (brk).")
+    assert lines[0].text == ("2 MiB kept 0.000001–0.000002 s: 2 MiB in tcache; malloc_trim from 0.000 s "
+                             "gave back 2 MiB (brk).")
     assert (lines[0].start, lines[0].end) == (2_000, 3_000)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from tracer.units import human_bytes
+
 KIB = 1024
 
 
@@ -20,8 +22,8 @@ class Finding:
 
 
 def kib(n: float) -> str:
-    """Bytes in a sentence: KiB below 10 MiB, MiB from there."""
-    return f"{n / KIB:,.0f} KiB" if n < 10 << 20 else f"{n / (1 << 20):,.1f} MiB"
+    """Bytes in a sentence: the rule of every output (:func:`tracer.units.human_bytes`)."""
+    return human_bytes(n)
 
 
 def rel_s(ts: int, t0: int) -> float:
