@@ -18,13 +18,16 @@ from typing import Any
 import numpy as np
 
 from tracer.analysis.calls import segment
+from tracer.analysis.explain import explain
 from tracer.analysis.model import Timeline, build
+from tracer.analysis.otheralloc import family_of
+from tracer.analysis.verdict import Line
 from tracer.tracefile import Trace, open_trace
 from tracer.units import human_bytes, human_ns
 from viz.figures import SERIES, memory_traces, span_of
 from viz.page import document, esc
 from viz.reduce import step_rows
-from viz.report import key_figures, write_html
+from viz.report import key_figures, read_findings, write_html
 from viz.style import SEQUENCE, axis, seconds
 
 MEASURES = ("footprint", "rss_anon", "live_bytes", "heap")
@@ -32,7 +35,7 @@ ROW_HEIGHT = 250
 
 
 class Run:
-    """One trace to compare: its timeline, start (ns, trace clock), end and figures."""
+    """One trace to compare: its timeline, start (ns, trace clock), end, figures and verdict."""
 
     def __init__(self, trace: Trace, label: str) -> None:
         self.trace, self.label = trace, label
@@ -43,11 +46,34 @@ class Run:
         self.start = max(min(self.start, self.end - 1), t0)
         self.figures = key_figures(self.tl)
         self.live = len(self.tl.live) > 0
+        self.findings: list[dict[str, Any]] = []
+        self.verdict: list[Line] = []
+        self.unexplained = ""
+        try:
+            self.findings, self.verdict = read_findings(trace, self.tl, [f.to_json() for f in explain(trace)])
+        except MemoryError:
+            raise
+        except Exception as e:  # the comparison is still worth having without this run's findings
+            self.unexplained = f"findings could not be computed ({type(e).__name__}: {e})"
+
+
+def setting(trace: Trace) -> str:
+    """How the run's memory was managed: the allocator traced, and the environment that changes it
+    (LD_PRELOAD, MALLOC_*, GLIBC_TUNABLES), paths shortened to their file names."""
+    alloc = (trace.meta.get("backend") or {}).get("allocator") or {}
+    family = family_of(trace)
+    parts = [f"{family} ({os.path.basename(str(alloc.get('library') or '?'))})" if family
+             else "allocator not traced"]
+    for k, v in sorted((trace.meta.get("malloc_env") or {}).items()):
+        shown = ":".join(os.path.basename(x) for x in str(v).split(":")) if k == "LD_PRELOAD" else str(v)
+        parts.append(f"{k}={shown}")
+    return " · ".join(parts)
 
 
 def _label(trace: Trace, i: int) -> str:
     cmd = trace.meta.get("command") or []
-    return f"{i + 1}: {shlex.join(str(a) for a in cmd)}" if cmd else f"{i + 1}: {os.path.basename(trace.path)}"
+    name = shlex.join(str(a) for a in cmd) if cmd else os.path.basename(trace.path)
+    return f"{i + 1}: {name} · {setting(trace)}"
 
 
 def _measure_trace(run: Run, col: str, color: str, k: int, first_row: bool) -> dict[str, Any] | None:
@@ -88,7 +114,8 @@ def compare_figure(runs: list[Run], stack: bool = False) -> dict[str, Any]:
         suffix = "" if k == 0 else str(k + 1)
         layout[f"xaxis{suffix}"] = axis(anchor=f"y{suffix}", range=[0, longest],
                                         **({"matches": "x"} if k else {}))
-        layout[f"yaxis{suffix}"] = axis(domain=[max(top - h, 0), top], rangemode="tozero")
+        layout[f"yaxis{suffix}"] = axis(domain=[max(top - h, 0), top], rangemode="tozero",
+                                        **({"matches": "y"} if stack and k else {}))  # one scale for every run
         title = esc(runs[k].label) if stack else SERIES[MEASURES[k]][0]
         layout["annotations"].append({"text": f"<b>{title}</b>", "xref": "paper", "yref": "paper", "x": 0,
                                       "y": top, "xanchor": "left", "yanchor": "bottom", "showarrow": False})
@@ -123,6 +150,20 @@ def _cell(value: int, base: int | None) -> str:
     return f"{text} <span class=\"sub\">({'+' if d > 0 else '−'}{esc(human_bytes(abs(d)))})</span>"
 
 
+def _beyond_live(r: Run) -> int | None:
+    """RSS anon the process holds beyond its live bytes at its end: what freeing did not bring down."""
+    return r.figures["rss_anon"]["final"] - r.figures["live_bytes"]["final"] if r.live and len(r.tl.rss) else None
+
+
+def _verdict_cell(r: Run) -> str:
+    if r.unexplained:
+        return esc(r.unexplained)
+    kept = [ln for ln in r.verdict if ln.kind != "note"][:2]
+    if not kept:
+        return "nothing kept"
+    return "".join(f"<div class=\"cv {esc(ln.weight)}\">{esc(ln.text)}</div>" for ln in kept)
+
+
 def compare_table(runs: list[Run]) -> str:
     head = "".join(f"<th><span class=\"swatch\" style=\"background:{SEQUENCE[i % len(SEQUENCE)]}\"></span>"
                    f"{i + 1}</th>" for i in range(len(runs)))
@@ -133,12 +174,18 @@ def compare_table(runs: list[Run]) -> str:
             base = runs[0].figures[key][which]
             rows.append((f"{which} {name}", [_cell(r.figures[key][which], base) if key != "live_bytes" or r.live
                                              else "not traced" for r in runs]))
+    beyond = [_beyond_live(r) for r in runs]
+    rows.append(("resident beyond live (final RSS anon − live)",
+                 [_cell(b, beyond[0]) if b is not None else "not traced" for b in beyond]))
     base = runs[0].figures["released"]["total"]
     rows.append(("given back to the kernel", [_cell(r.figures["released"]["total"], base) for r in runs]))
     rows.append(("releases", [esc(f"{r.figures['released']['count']:,}") for r in runs]))
     rows.append(("duration", [esc(human_ns(r.end - r.start)) for r in runs]))
     rows.append(("events", [esc(f"{len(r.trace.columns):,}") for r in runs]))
     rows.append(("lost events", [esc(f"{int(r.trace.meta.get('lost_total') or 0):,}") for r in runs]))
+    rows.append(("verdict", [_verdict_cell(r) for r in runs]))
+    rows.append(("findings", [esc(", ".join(sorted({f["code"] for f in r.findings})) or "none")
+                              if not r.unexplained else esc(r.unexplained) for r in runs]))
     body = "".join(f"<tr><th>{esc(name)}</th>{''.join(f'<td>{c}</td>' for c in cells)}</tr>" for name, cells in rows)
     return f"<table class=\"compare\"><thead><tr><th></th>{head}</tr></thead>{body}</table>"
 

@@ -258,6 +258,15 @@ def notes_html(trace: Trace, tl: Timeline, info: dict[str, Any]) -> str:
     return "<div class=\"note\">" + "".join(f"<p>{esc(n)}</p>" for n in notes) + "</div>"
 
 
+def read_findings(trace: Trace, tl: Timeline, findings: Sequence[dict[str, Any]] | None
+                  ) -> tuple[list[dict[str, Any]], list[Line]]:
+    """The findings as the page shows them (checked, numbered, exits of many helpers condensed) and
+    their verdict."""
+    t0, end = span_of(trace, tl)
+    found = [{**f, "number": i + 1} for i, f in enumerate(condensed(normalize_findings(findings, t0, end), tl.pid))]
+    return found, verdict(found, tl.pid, t0, end)
+
+
 def site_moments(trace: Trace, tl: Timeline, lines: list[Line], t0: int, live: bool) -> list[SitesAt]:
     """The moments of the "who holds it" tables: the end, then the middle of each phase that kept memory."""
     if not live or recorded_stacks(trace) is None:
@@ -279,9 +288,8 @@ def build_report(trace: Trace, findings: Sequence[dict[str, Any]] | None = None,
     file names of the processes' pages, for the process selector."""
     tl = build(trace, pid)
     t0, end = span_of(trace, tl)
-    found = [{**f, "number": i + 1} for i, f in enumerate(condensed(normalize_findings(findings, t0, end), tl.pid))]
+    found, lines = read_findings(trace, tl, findings)
     moments = [Moment(f["number"], f["ts"], f["code"]) for f in found if f["ts"] is not None]
-    lines = verdict(found, tl.pid, t0, end)
     spans = [Span(ln.start, ln.end, ln.text.split(":")[0], ln.weight == "major") for ln in lines if ln.kind == "kept"]
     pin = next((f["evidence"] for f in found if f["code"] == "BRK_PINNED_BY_LIVE_CHUNK"
                 and isinstance((f["evidence"] or {}).get("block"), dict)), None)

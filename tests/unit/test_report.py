@@ -303,7 +303,8 @@ def test_compare_side_by_side(tmp_path) -> None:
     names = ["phases", "phases-strace", "phases-attach"]
     built = write_compare([TRACES / f"{n}.trace" for n in names], tmp_path / "cmp.html")
     page = (tmp_path / "cmp.html").read_text()
-    assert built["traces"] == ["1: ./phases", "2: ./phases", "3: ./phases --wait"]
+    assert built["traces"] == ["1: ./phases · glibc (libc.so.6)", "2: ./phases · allocator not traced",
+                               "3: ./phases --wait · glibc (libc.so.6)"]
     fig = figure(page)
     assert [a["text"] for a in fig["layout"]["annotations"]][:2] == ["<b>footprint = heap + anon mappings</b>",
                                                                      "<b>RSS anon</b>"]
@@ -316,7 +317,9 @@ def test_compare_side_by_side(tmp_path) -> None:
     assert built["figures"][0]["released"]["total"] == built["figures"][1]["released"]["total"]
     stacked = write_compare([TRACES / "phases.trace", TRACES / "forker.trace"], tmp_path / "s.html", stack=True)
     fig = figure((tmp_path / "s.html").read_text())
-    assert stacked["traces"][1] == "2: ./forker" and {t["yaxis"] for t in fig["data"]} == {"y", "y2"}
+    assert stacked["traces"][1] == "2: ./forker · glibc (libc.so.6)"
+    assert {t["yaxis"] for t in fig["data"]} == {"y", "y2"}
+    assert fig["layout"]["yaxis2"]["matches"] == "y"  # one scale for every run
     for t in fig["data"]:
         if "live" in t["meta"]:  # the footprint's hover finds the live bytes of its own run
             live = fig["data"][t["meta"]["live"]]
