@@ -132,6 +132,36 @@ def _perms(prot: int) -> str:
     return ("r" if prot & 1 else "-") + ("w" if prot & 2 else "-") + ("x" if prot & 4 else "-")
 
 
+def merge_slices(mp: pd.DataFrame, span: int) -> pd.DataFrame:
+    """Thread-arena heaps are reserved PROT_NONE and opened by mprotect a few pages at a time, each
+    step cutting a slice of its own (an opened one, and the reserved one it was). Slices of a heap
+    next to each other, alike (protection, how they ended), whose births and ends each lie within
+    one pixel (``span / MARKER_BUCKETS``) of the first's, become one bar: what is merged differs by
+    less than the drawing shows. ``slices`` counts them; ``born_last`` and ``died_first`` bound the
+    births and ends merged."""
+    mp = mp.assign(slices=1, born_last=mp["born"], died_first=mp["died"])
+    arena = mp[mp["what"] == "heap-arena"]
+    if len(arena) < 2:
+        return mp
+    tol = span / MARKER_BUCKETS
+    rows: list[dict[str, Any]] = []
+    first: dict[str, Any] = {}
+    for r in arena.sort_values(["prot", "ended_by", "start"], kind="stable").to_dict("records"):
+        last = rows[-1] if rows else None
+        if (last is not None and last["end"] == r["start"] and last["prot"] == r["prot"]
+                and last["ended_by"] == r["ended_by"] and abs(r["born"] - first["born"]) <= tol
+                and abs(r["died"] - first["died"]) <= tol):
+            last["end"], last["size"] = r["end"], last["size"] + r["size"]
+            last["slices"] += 1
+            last["born"], last["born_last"] = min(last["born"], r["born"]), max(last["born_last"], r["born"])
+            last["died"], last["died_first"] = max(last["died"], r["died"]), min(last["died_first"], r["died"])
+        else:
+            rows.append(dict(r))
+            first = r
+    merged = pd.DataFrame(rows, columns=mp.columns).astype(mp.dtypes.to_dict())
+    return pd.concat([mp[mp["what"] != "heap-arena"], merged], ignore_index=True)
+
+
 def _pick_bars(mp: pd.DataFrame, span: int) -> pd.DataFrame:
     """At most BAR_LIMIT mappings: the biggest in bytes x time (what is dropped lived under a pixel or two)."""
     if len(mp) <= BAR_LIMIT:
@@ -161,7 +191,7 @@ def mapping_traces(mp: pd.DataFrame, ax: AddressAxis, t0: int, span: int, axes: 
                    facts: MapFacts | None = None) -> tuple[list[dict[str, Any]], int]:
     """One horizontal bar trace per kind of mapping; returns them and how many mappings were left out."""
     facts = facts or MapFacts()
-    drawn = _pick_bars(mp, span)
+    drawn = _pick_bars(merge_slices(mp, span), span)
     kinds = _kinds(drawn, facts) if len(drawn) else np.empty(0, dtype=object)
     traces = []
     for what, (color, _) in WHAT.items():
@@ -174,10 +204,14 @@ def mapping_traces(mp: pd.DataFrame, ax: AddressAxis, t0: int, span: int, axes: 
             lo, hi = ax.y(start), ax.y(end)
             born, died = g["born"].to_numpy(np.int64), g["died"].to_numpy(np.int64)
             text = []
-            for a, b, p, t1, t2, why in zip(g["start"], g["end"], g["prot"], born, died, g["ended_by"], strict=True):
+            for a, b, p, t1, t2, why, n, t3, t4 in zip(g["start"], g["end"], g["prot"], born, died, g["ended_by"],
+                                                      g["slices"], g["born_last"], g["died_first"], strict=True):
                 line = (f"<b>{html.escape(label)} {_perms(int(p))}</b> {int(a):#x}–{int(b):#x} "
                         f"({human_bytes(int(b) - int(a))})<br>from {at(int(t1) - t0)} until {at(int(t2) - t0)} "
                         f"({html.escape(str(why))})")
+                if n > 1:
+                    line += (f"<br>{int(n):,} slices, made from {at(int(t1) - t0)} to {at(int(t3) - t0)}, ended "
+                             f"from {at(int(t4) - t0)} to {at(int(t2) - t0)}")
                 blk = facts.block_of(int(a), int(t1)) if what == "malloc-mmap" else None
                 if blk is not None:
                     line += f"<br>malloc's chunk of one block: {blk[1]:,} B requested at {at(blk[0] - t0)}"

@@ -79,3 +79,27 @@ def test_map_of_every_sample_stays_on_its_axis(tmp_path) -> None:
         ys = np.concatenate([np.asarray(t["y"], dtype=float) for t in traces_of(fig, panel="map")])
         ys = ys[~np.isnan(ys)]
         assert ys.min() >= 0 and ys.max() <= 1
+
+
+def test_arena_slices_merge_only_within_a_pixel() -> None:
+    from viz.addrmap import merge_slices
+    from viz.figures import span_of
+    from viz.reduce import MARKER_BUCKETS
+
+    t = open_trace(str(TRACES / "scenario-threads.trace"))
+    tl = build(t)
+    mp = tl.mappings
+    t0, end = span_of(t, tl)
+    span = end - t0  # as the report draws it
+    merged = merge_slices(mp, span)
+    arena, bars = mp[mp["what"] == "heap-arena"], merged[merged["what"] == "heap-arena"]
+    assert len(bars) < len(arena) // 5  # the per-page steps are gone
+    assert int(bars["size"].sum()) == int(arena["size"].sum()) and int(bars["slices"].sum()) == len(arena)
+    tol = span / MARKER_BUCKETS
+    for r in arena.itertuples():  # each slice inside one bar alike, drawn within a pixel of its own times
+        (hit,) = bars[(bars["start"] <= r.start) & (bars["end"] >= r.end) & (bars["prot"] == r.prot)
+                      & (bars["born"] <= r.born) & (bars["died"] >= r.died)].itertuples()
+        assert abs(hit.born - r.born) <= tol and abs(hit.died - r.died) <= tol
+    others = mp[mp["what"] != "heap-arena"].assign(slices=1, born_last=lambda d: d["born"],
+                                                   died_first=lambda d: d["died"])
+    assert merged[merged["what"] != "heap-arena"].reset_index(drop=True).equals(others.reset_index(drop=True))
