@@ -188,10 +188,12 @@ def _label(what: str, facts: MapFacts) -> str:
 
 
 def mapping_traces(mp: pd.DataFrame, ax: AddressAxis, t0: int, span: int, axes: tuple[str, str],
-                   facts: MapFacts | None = None) -> tuple[list[dict[str, Any]], int]:
-    """One horizontal bar trace per kind of mapping; returns them and how many mappings were left out."""
+                   facts: MapFacts | None = None) -> tuple[list[dict[str, Any]], int, int]:
+    """One horizontal bar trace per kind of mapping; returns them, how many bars were left out and
+    how many slices were merged into others (:func:`merge_slices`)."""
     facts = facts or MapFacts()
-    drawn = _pick_bars(merge_slices(mp, span), span)
+    merged = merge_slices(mp, span)
+    drawn = _pick_bars(merged, span)
     kinds = _kinds(drawn, facts) if len(drawn) else np.empty(0, dtype=object)
     traces = []
     for what, (color, _) in WHAT.items():
@@ -229,7 +231,7 @@ def mapping_traces(mp: pd.DataFrame, ax: AddressAxis, t0: int, span: int, axes: 
                 "hovertemplate": "%{hovertext}<extra></extra>", "legend": "legend2", "legendgroup": what,
                 "showlegend": not reserved, "meta": {"panel": "map", "what": what, "reserved": reserved},
             })
-    return traces, len(mp) - len(drawn)
+    return traces, len(merged) - len(drawn), len(mp) - len(merged)
 
 
 def pin_traces(pin: dict[str, Any], ax: AddressAxis, t0: int, end: int, axes: tuple[str, str]) -> list[dict[str, Any]]:
@@ -334,13 +336,14 @@ def address_map(tl: Timeline, t0: int, end: int, axes: tuple[str, str] = ("x3", 
     ax = address_axis(np.concatenate(starts), np.concatenate(ends))
     span = end - t0
     traces = heap_traces(tl, ax, t0, end, axes)
-    bars, dropped = mapping_traces(mp, ax, t0, span, axes, facts) if len(mp) else ([], 0)
+    bars, dropped, merged = mapping_traces(mp, ax, t0, span, axes, facts) if len(mp) else ([], 0, 0)
     marks, rel_reduced = release_traces(rel, ax, t0, span, axes)
     traces += bars + marks + (pin_traces(facts.pin, ax, t0, end, axes) if facts.pin else [])
     vals, text = ax.ticks({tl.start_brk: "start_brk"} if tl.start_brk else {})
     yaxis = {"tickvals": vals, "ticktext": text, "range": [-0.02, 1.02], "showgrid": False,
              "tickfont": {"family": "ui-monospace, SFMono-Regular, Menlo, monospace", "size": 10}}
     info = {"breaks": [float((a + b) / 2) for a, b in zip(ax.y1[:-1], ax.y0[1:], strict=True)],
-            "mappings": len(mp), "bars_dropped": dropped, "releases": len(rel), "releases_reduced": rel_reduced,
+            "mappings": len(mp), "bars_dropped": dropped, "slices_merged": merged, "releases": len(rel),
+            "releases_reduced": rel_reduced,
             "clusters": [[int(a), int(b)] for a, b in zip(ax.lo, ax.hi, strict=True)]}
     return traces, yaxis, info

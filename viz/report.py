@@ -232,9 +232,14 @@ def reduction_html(info: dict[str, Any]) -> str:
     if amap["releases_reduced"]:
         lines.append(f"Address space: {amap['releases']:,} releases marked one per call and slice (the largest, "
                      "with the count and bytes of the rest).")
+    if amap["slices_merged"]:
+        lines.append(f"Address space: {amap['slices_merged']:,} slices of thread heaps (cut by mprotect a few pages "
+                     "at a time) are drawn merged with their neighbours, made and ended within one slice of the run "
+                     "of them; each bar's hover says how many it holds.")
     if amap["bars_dropped"]:
-        lines.append(f"Address space: {amap['bars_dropped']:,} of {amap['mappings']:,} mappings, each shorter-lived "
-                     "and smaller than those drawn, are not drawn as bars (their releases are still marked).")
+        lines.append(f"Address space: {amap['bars_dropped']:,} of {amap['mappings'] - amap['slices_merged']:,} "
+                     "mappings, each shorter-lived and smaller than those drawn, are not drawn as bars (their "
+                     "releases are still marked).")
     if not lines:
         return ""
     body = "".join(f"<p>{esc(t)}</p>" for t in lines)
@@ -320,10 +325,11 @@ def build_report(trace: Trace, findings: Sequence[dict[str, Any]] | None = None,
     built = {
         "events": int(len(trace.columns)), "pid": tl.pid, "panels": panels, "findings": len(found),
         "reduced": bool(info["memory"]["reduced"] or info["lane"]["reduced"] or info["map"]["releases_reduced"]
-                        or info["map"]["bars_dropped"]),
+                        or info["map"]["bars_dropped"] or info["map"]["slices_merged"]),
         "memory_points": info["memory"]["points"], "lane_markers": info["lane"]["markers"],
         "activity": info["activity"], "accounting": info["accounting"],
         "mappings": info["map"]["mappings"], "mapping_bars_dropped": info["map"]["bars_dropped"],
+        "mapping_slices_merged": info["map"]["slices_merged"],
         "releases": info["map"]["releases"], "figures": k, "traces": [t.get("name") for t in fig["data"]],
         "verdict": [ln.to_json() for ln in lines],
         "sites": [{"label": x.label, "at": x.figures.at, "sites": len(x.figures.values)} for x in sites],
@@ -353,7 +359,8 @@ def write_report(trace: str | os.PathLike[str] | Trace, out_html: str | os.PathL
                  pages: dict[int, str] | None = None) -> dict[str, Any]:
     """Write the HTML report of ``trace`` (a path or an open Trace) to ``out_html``; returns what was built:
     ``{"path", "bytes", "seconds", "events", "pid", "panels", "findings", "reduced", "memory_points",
-    "lane_markers", "mappings", "mapping_bars_dropped", "releases", "figures", "traces"}``.
+    "lane_markers", "mappings", "mapping_bars_dropped", "mapping_slices_merged", "releases", "figures", "traces",
+    ...}``.
     ``pid``: draw that traced process (a child) instead of the traced one; ``findings`` are then its own.
     ``pages``: pid -> file name of each process's page (relative to this one), for the selector.
     Raises HeaplineError (BAD_TRACE, USAGE for malformed findings, OUTPUT_NOT_WRITABLE)."""

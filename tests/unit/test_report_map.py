@@ -103,3 +103,10 @@ def test_arena_slices_merge_only_within_a_pixel() -> None:
     others = mp[mp["what"] != "heap-arena"].assign(slices=1, born_last=lambda d: d["born"],
                                                    died_first=lambda d: d["died"])
     assert merged[merged["what"] != "heap-arena"].reset_index(drop=True).equals(others.reset_index(drop=True))
+
+
+def test_the_page_says_it_merged_slices(tmp_path) -> None:
+    out = tmp_path / "threads.html"
+    built = write_report(TRACES / "scenario-threads.trace", out)
+    assert built["reduced"] and built["mapping_slices_merged"] > 0
+    assert f"{built['mapping_slices_merged']:,} slices of thread heaps" in out.read_text()
