@@ -56,7 +56,10 @@ def _processes(trace: Trace) -> list[Process]:
     root = int(meta.get("pid") or (ev["pid"][0] if len(ev) else 0))
     kind = np.asarray(ev["kind"])
     pid = np.asarray(ev["pid"]).astype(np.int64)
-    pids, first = np.unique(pid, return_index=True)
+    if len(pid) and (pid == pid[0]).all():  # one process: no sort of the events needed
+        pids, first, inv = pid[:1], np.zeros(1, dtype=np.int64), np.zeros(len(pid), dtype=np.int64)
+    else:
+        pids, first, inv = np.unique(pid, return_index=True, return_inverse=True)
     order = [int(p) for p in pids[np.argsort(first, kind="stable")].tolist()]
     if root in order:
         order.remove(root)
@@ -71,19 +74,24 @@ def _processes(trace: Trace) -> list[Process]:
         named[int(p)] = comm_str(lo, hi)  # the last exec wins
     command = [str(a) for a in meta.get("command") or []]
 
+    # each process's figures in one pass over the events (not one per process: a build has thousands)
     ts = np.asarray(ev["ts"]).astype(np.int64)
-    alloc = kind >= int(Kind.MALLOC)
-    memory = np.isin(kind, [int(k) for k in SYSCALL_KINDS])
+    last = (np.full(1, len(pid) - 1) if len(pids) == 1 and len(pid)
+            else len(pid) - 1 - np.unique(pid[::-1], return_index=True)[1])
+    n = len(pids)
+    alloc = np.bincount(inv, weights=kind >= int(Kind.MALLOC), minlength=n)
+    memory = np.bincount(inv, weights=np.isin(kind, [int(k) for k in SYSCALL_KINDS]), minlength=n)
+    exited = np.bincount(inv, weights=(kind == int(Kind.EXIT)) & ef.exits.last_task(ev), minlength=n) > 0
+    peak = np.zeros(n, dtype=np.int64)
     rss = kind == int(Kind.RSS)
-    high = np.zeros(len(ev), dtype=np.int64)
     if rss.any():
-        high[rss] = np.maximum(ef.rss.anon(ev[rss]), ef.rss.anon_high(ev[rss])).astype(np.int64)
-    ended = (kind == int(Kind.EXIT)) & ef.exits.last_task(ev)
+        high = np.maximum(ef.rss.anon(ev[rss]), ef.rss.anon_high(ev[rss])).astype(np.int64)
+        np.maximum.at(peak, inv[rss], high)
+    at = {int(p): i for i, p in enumerate(pids.tolist())}
 
     out: list[Process] = []
     names: dict[int, str] = {}
     for p in order:
-        mine = pid == p
         if named.get(p):
             program, how = named[p], "exec"
         elif p == root and command:
@@ -93,11 +101,11 @@ def _processes(trace: Trace) -> list[Process]:
         else:
             program, how = "", "unknown"
         names[p] = program
-        t = ts[mine]
+        i = at.get(p)
+        start = int(meta.get("start_ns", 0))
         out.append(Process(
             pid=p, program=program, named_by=how, parent=None if p == root else parent.get(p),
-            start_ns=int(t[0]) if len(t) else int(meta.get("start_ns", 0)),
-            end_ns=int(t[-1]) if len(t) else int(meta.get("start_ns", 0)),
-            exited=bool((ended & mine).any()), alloc_calls=int((alloc & mine).sum()),
-            memory_calls=int((memory & mine).sum()), rss_anon_peak=int(high[mine].max()) if mine.any() else 0))
+            start_ns=int(ts[first[i]]) if i is not None else start, end_ns=int(ts[last[i]]) if i is not None else start,
+            exited=bool(exited[i]) if i is not None else False, alloc_calls=int(alloc[i]) if i is not None else 0,
+            memory_calls=int(memory[i]) if i is not None else 0, rss_anon_peak=int(peak[i]) if i is not None else 0))
     return out
