@@ -25,7 +25,7 @@ from tracer.units import human_bytes, human_ns
 from viz.reduce import MARKER_BUCKETS, representatives
 from viz.style import ALLOCATOR, ANON, HEAP, PROTECT, RELEASE, seconds
 
-MARKER_LIMIT = 2000
+MARKER_LIMIT = 1500  # calls; past it, one marker per kind, look and slice (each hover says how many it stands for)
 FAILED = "#8a8a8a"
 
 
