@@ -358,3 +358,24 @@ def mmapped_chunks(trace: Trace, pid: int | None = None) -> dict[int, list[tuple
     for i in k[np.argsort(b.opened[k], kind="stable")].tolist():
         out.setdefault(int(b.ptr[i]) - ch.HEADER, []).append((int(b.opened[i]), int(b.size[i])))
     return out
+
+
+def main_free_runs(trace: Trace, ts: int, pid: int | None = None) -> np.ndarray:
+    """The free chunks in the bins of the main heap at ``ts`` (absolute ns): (start, end) rows in
+    address order, below the top; empty for other allocators or no heap. Their count and bytes are
+    the accounting's ``free_runs`` and ``free - top - fastbins``."""
+    if otheralloc.is_other(trace):
+        return np.zeros((0, 2), dtype=np.int64)
+    m = model(trace, pid)
+    tl, b, lo = m.tl, m.blocks, m.tl.start_brk
+    hc = m.chunks.get(lo)
+    brk = _asof(tl.breaks, "brk", ts, lo) if len(tl.breaks) else lo
+    if hc is None or not len(hc.index) or brk <= lo:
+        return np.zeros((0, 2), dtype=np.int64)
+    idx = hc.index
+    hi = max(brk, lo + 1)
+    at = int(np.searchsorted(-hc.first_opened, -ts, side="left"))  # as _heaps finds glibc's own chunks' end
+    if at >= len(idx) or int(hc.start[at]) + ch.HEADER >= hi:
+        return np.zeros((0, 2), dtype=np.int64)
+    return heapscan.free_runs(hc.start, b.chunk[idx], b.opened[idx], b.occupied_until[idx], ts, hi,
+                              int(hc.start[at]))

@@ -147,3 +147,29 @@ def scan(start: np.ndarray, chunk: np.ndarray, opened: np.ndarray, until: np.nda
     out = _scan(start, chunk, opened, until, closed, went, size, ts, hi, own_end, heap_end, page,
                 cached_code, fast_code, *absent)
     return {name: out[:, i] for name, i in _F.items()}
+
+
+@njit(cache=True, nogil=True)
+def _runs(start: np.ndarray, chunk: np.ndarray, opened: np.ndarray, until: np.ndarray, t: int, hi: int,
+          own_end: int) -> np.ndarray:  # pragma: no cover - compiled
+    out = np.zeros((len(start) + 1, 2), dtype=np.int64)
+    n = 0
+    maxend = own_end
+    for i in range(len(start)):
+        s = start[i]
+        if opened[i] > t or until[i] <= t or s + HEADER >= hi:
+            continue
+        if s - maxend >= MINSIZE:
+            out[n, 0], out[n, 1] = maxend, s
+            n += 1
+        if s + chunk[i] > maxend:
+            maxend = s + chunk[i]
+    return out[:n]
+
+
+def free_runs(start: np.ndarray, chunk: np.ndarray, opened: np.ndarray, until: np.ndarray, t: int, hi: int,
+              own_end: int) -> np.ndarray:
+    """The free chunks in the bins of one heap at moment ``t``, as (start, end) rows in address
+    order: the same walk as :func:`scan` (gaps of at least MINSIZE between occupied chunks), listed
+    instead of summed."""
+    return _runs(start, chunk, opened, until, int(t), int(hi), int(own_end))
