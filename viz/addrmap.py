@@ -23,7 +23,7 @@ from tracer.analysis.model import Timeline
 from tracer.units import human_bytes
 from viz.lane import at
 from viz.reduce import MARKER_BUCKETS, representatives, step_rows
-from viz.style import ARENA, FILE, HEAP, MMAPPED, OWN, PIN, RELEASE, STACK, rgba, seconds
+from viz.style import ARENA, FILE, FREE_RUN, HEAP, MMAPPED, OWN, PIN, RELEASE, STACK, rgba, seconds
 
 GAP = 16 << 20
 USER_TOP = 1 << 47
@@ -53,11 +53,14 @@ class MapFacts:
     """What the analysis knows of the mappings beyond their calls: the allocator family, the blocks
     malloc mapped one by one (chunk start -> [(allocated at ns, bytes requested)], oldest first: an
     address can be mapped again for a later block), and the live block that pins the break (the
-    BRK_PINNED_BY_LIVE_CHUNK finding's evidence), if any."""
+    BRK_PINNED_BY_LIVE_CHUNK finding's evidence), if any; the free chunks in the main heap's bins
+    at the process's last moment."""
 
     family: str | None = None
     mmapped: dict[int, list[tuple[int, int]]] | None = None
     pin: dict[str, Any] | None = None
+    free_runs: np.ndarray | None = None  # (start, end) rows: the free chunks under the break at ``free_at``
+    free_at: int = 0
 
     def block_of(self, start: int, born: int) -> tuple[int, int] | None:
         """The block (allocated at, bytes) whose malloc made the mapping at ``start`` born at ``born``:
@@ -319,6 +322,40 @@ def release_traces(rel: pd.DataFrame, ax: AddressAxis, t0: int, span: int,
     return traces, kept.reduced
 
 
+#: free chunks drawn, the largest
+RUN_LIMIT = 500
+
+
+def free_run_traces(runs: np.ndarray, at_ns: int, ax: AddressAxis, t0: int,
+                    axes: tuple[str, str]) -> list[dict[str, Any]]:
+    """The free chunks under the break at the end: each a segment over its addresses at that
+    moment (the RUN_LIMIT largest), its hover its range and bytes."""
+    size = runs[:, 1] - runs[:, 0]
+    keep = np.sort(np.argsort(-size, kind="stable")[:RUN_LIMIT])
+    r, size = runs[keep], size[keep]
+    lo, hi = ax.y(r[:, 0].astype(np.float64)), ax.y(r[:, 1].astype(np.float64))
+    x = float(seconds(at_ns, t0))
+    rest = len(runs) - len(r)
+    total = int((runs[:, 1] - runs[:, 0]).sum())
+    text = [f"<b>free chunk under the break</b> {int(a):#x}–{int(b):#x} ({human_bytes(int(n))})<br>in glibc's bins "
+            f"at {at(at_ns - t0)}: reusable by malloc, not given back (only the top is)<br>{len(runs):,} free chunks, "
+            f"{human_bytes(total)} in all" + (f" ({rest:,} smaller ones not drawn)" if rest else "")
+            for a, b, n in zip(r[:, 0].tolist(), r[:, 1].tolist(), size.tolist(), strict=True)]
+    nan = np.full(len(r), np.nan)
+    return [
+        {"type": "scatter", "mode": "lines", "xaxis": axes[0], "yaxis": axes[1],
+         "x": np.column_stack([np.full(len(r), x), np.full(len(r), x), nan]).ravel(),
+         "y": np.column_stack([lo, hi, nan]).ravel(), "line": {"color": FREE_RUN, "width": 6},
+         "hoverinfo": "skip", "showlegend": False, "legendgroup": "free-runs", "legend": "legend2",
+         "connectgaps": False, "meta": {"panel": "map", "what": "free-run-range"}},
+        {"type": "scatter", "mode": "markers", "name": "free chunks under the break (at the end)",
+         "xaxis": axes[0], "yaxis": axes[1], "x": np.full(len(r), x), "y": (lo + hi) / 2,
+         "marker": {"symbol": "line-ew", "size": 10, "color": FREE_RUN, "line": {"width": 2, "color": FREE_RUN}},
+         "hovertext": text, "hovertemplate": "%{hovertext}<extra></extra>", "legendgroup": "free-runs",
+         "legend": "legend2", "meta": {"panel": "map", "what": "free-runs", "count": len(runs), "bytes": total}},
+    ]
+
+
 def address_map(tl: Timeline, t0: int, end: int, axes: tuple[str, str] = ("x3", "y3"),
                 facts: MapFacts | None = None) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
     """The map's traces, its y axis settings and what was drawn."""
@@ -339,6 +376,8 @@ def address_map(tl: Timeline, t0: int, end: int, axes: tuple[str, str] = ("x3", 
     bars, dropped, merged = mapping_traces(mp, ax, t0, span, axes, facts) if len(mp) else ([], 0, 0)
     marks, rel_reduced = release_traces(rel, ax, t0, span, axes)
     traces += bars + marks + (pin_traces(facts.pin, ax, t0, end, axes) if facts.pin else [])
+    if facts.free_runs is not None and len(facts.free_runs):
+        traces += free_run_traces(facts.free_runs, facts.free_at, ax, t0, axes)
     vals, text = ax.ticks({tl.start_brk: "start_brk"} if tl.start_brk else {})
     yaxis = {"tickvals": vals, "ticktext": text, "range": [-0.02, 1.02], "showgrid": False,
              "tickfont": {"family": "ui-monospace, SFMono-Regular, Menlo, monospace", "size": 10}}

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tracer.analysis.accounting import mmapped_chunks
+from tracer.analysis.accounting import last_moment, main_free_runs, mmapped_chunks
 from tracer.analysis.explain import condensed
 from tracer.analysis.model import Timeline, build
 from tracer.analysis.otheralloc import family_of
@@ -95,7 +95,7 @@ def _evidence_value(key: str, v: Any, depth: int = 0, parent: str = "") -> str:
         in_bytes = any(t in p for p in (k, parent) for t in BYTE_KEYS)
         if not in_bytes and (k in ADDRESS_KEYS or k.endswith(("_addr", "_ptr"))):
             return f"<code>{v:#x}</code>"
-        if in_bytes and not any(t in k for t in ("pages", "count", "calls", "blocks")):
+        if in_bytes and not any(t in k for t in ("pages", "count", "calls", "blocks", "runs", "chunks")):
             return f"{esc(human_bytes(v))} <span class=\"sub\">({v:,} bytes)</span>"
         if k.endswith("_ns") or k in ("ns", "dur", "duration"):
             return esc(human_ns(v))
@@ -263,6 +263,11 @@ def notes_html(trace: Trace, tl: Timeline, info: dict[str, Any]) -> str:
     return "<div class=\"note\">" + "".join(f"<p>{esc(n)}</p>" for n in notes) + "</div>"
 
 
+def info_live(tl: Timeline) -> bool:
+    """Allocator calls were traced: live bytes, and the accounting built from them, exist."""
+    return len(tl.live) > 0
+
+
 def read_findings(trace: Trace, tl: Timeline, findings: Sequence[dict[str, Any]] | None
                   ) -> tuple[list[dict[str, Any]], list[Line]]:
     """The findings as the page shows them (checked, numbered, exits of many helpers condensed) and
@@ -298,7 +303,9 @@ def build_report(trace: Trace, findings: Sequence[dict[str, Any]] | None = None,
     spans = [Span(ln.start, ln.end, ln.text.split(":")[0], ln.weight == "major") for ln in lines if ln.kind == "kept"]
     pin = next((f["evidence"] for f in found if f["code"] == "BRK_PINNED_BY_LIVE_CHUNK"
                 and isinstance((f["evidence"] or {}).get("block"), dict)), None)
-    facts = MapFacts(family_of(trace), mmapped_chunks(trace, tl.pid), pin)
+    last = last_moment(trace, tl.pid)
+    runs = main_free_runs(trace, last, tl.pid) if info_live(tl) else None
+    facts = MapFacts(family_of(trace), mmapped_chunks(trace, tl.pid), pin, runs, last)
     fig, info = timeline_figure(trace, tl, moments, spans, facts)
     k = key_figures(tl)
     sites = site_moments(trace, tl, lines, t0, info["live"])

@@ -21,6 +21,7 @@ FINDING = "#d62728"
 MMAPPED = ANON  # blocks malloc mapped one by one
 OWN = "#76b7b2"  # anonymous mappings the allocator did not make: the program's own, its runtime's
 PIN = FINDING  # the live block that pins the break
+FREE_RUN = "#ff9da7"  # free chunks in glibc's bins, under the break
 
 #: compare: one colour per trace
 SEQUENCE = ("#4c78a8", "#f28e2b", "#59a14f", "#e15759", "#9467bd", "#2a9d8f", "#b07aa1", "#9c755f", "#edc948",
