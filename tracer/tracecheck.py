@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
 from tracer.events import KIND_NAMES, NAME_KINDS, Kind
+
+if TYPE_CHECKING:
+    from tracer.columns import Columns
 
 #: a header or end record is a few kB; an attach snapshot of a process at the kernel's default
 #: vm.max_map_count (65,530 mappings) about 10 MB
@@ -318,7 +321,7 @@ def no_empty_values(name: str, col: pa.ChunkedArray) -> None:
         raise Damaged(f"its {name} column has empty values")
 
 
-def values(cols: dict[str, np.ndarray]) -> None:
+def values(cols: Mapping[str, np.ndarray] | Columns) -> None:
     """Times and durations that fit in an int64; what a process really mapped (the successful
     mapping calls, the break, RSS and smaps samples) inside an address space."""
     for name in ("ts", "dur"):

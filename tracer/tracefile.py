@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from tracer import memavail, tracecheck, tracescan
-from tracer.columns import Columns
+from tracer.columns import MOSTLY_ZERO, Columns, Sparse, compact
 from tracer.errors import Exit, HeaplineError, TooBig, TraceFileError
 from tracer.events import EVENT_DTYPE, SCHEMA_VERSION, Kind
 from tracer.units import human_bytes
@@ -88,27 +88,42 @@ class _Filling:
     batch let go, so reading holds the events once (not the decoded Arrow table beside them)."""
 
     def __init__(self, rows: int) -> None:
-        self.cols = {name: np.empty(rows, dtype=EVENT_DTYPE[name]) for name in EVENT_DTYPE.names}
+        self.rows = rows
+        self.cols = {name: np.empty(rows, dtype=EVENT_DTYPE[name]) for name in EVENT_DTYPE.names
+                     if name not in MOSTLY_ZERO}
+        # the mostly-zero columns, batch by batch: where their values are not zero, and those values
+        self.nonzero: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {name: [] for name in MOSTLY_ZERO}
         self.n = 0
 
     def add(self, batch: pa.RecordBatch) -> None:
         """Copy one batch in; raises :class:`tracecheck.Damaged` for values no recording writes."""
         lo, hi = self.n, self.n + batch.num_rows
-        if hi > len(self.cols["ts"]):
-            raise tracecheck.Damaged(f"its batches hold more than the {len(self.cols['ts']):,} events they claim")
+        if hi > self.rows:
+            raise tracecheck.Damaged(f"its batches hold more than the {self.rows:,} events they claim")
         for name in EVENT_DTYPE.names:
             col = batch.column(name)
             if name == "kind":
                 self.cols[name][lo:hi] = tracecheck.kind_codes(pa.chunked_array([col]))
             else:
                 tracecheck.no_empty_values(name, col)
-                self.cols[name][lo:hi] = col.to_numpy(zero_copy_only=False)
+                values = col.to_numpy(zero_copy_only=False)
+                if name in self.nonzero:
+                    at = np.flatnonzero(values)
+                    self.nonzero[name].append((at + lo, values[at]))
+                else:
+                    self.cols[name][lo:hi] = values
         self.n = hi
 
     def columns(self) -> Columns:
-        cols = {name: col[: self.n] for name, col in self.cols.items()}
-        tracecheck.values(cols)
-        return Columns(cols)
+        cols: dict[str, np.ndarray | Sparse] = {name: col[: self.n] for name, col in self.cols.items()}
+        for name, parts in self.nonzero.items():
+            dt = EVENT_DTYPE[name]
+            pos = np.concatenate([p for p, _ in parts]) if parts else np.zeros(0, np.int64)
+            val = np.concatenate([v for _, v in parts]).astype(dt, copy=False) if parts else np.zeros(0, dt)
+            cols[name] = compact(self.n, pos, val)
+        out = Columns({name: cols[name] for name in EVENT_DTYPE.names})
+        tracecheck.values(out)
+        return out
 
 
 class TraceWriteError(HeaplineError):

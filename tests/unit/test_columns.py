@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from tracer.columns import Columns
-from tracer.events import EVENT_DTYPE
+from tracer import columns
+from tracer.columns import Columns, Sparse
+from tracer.events import EVENT_DTYPE, Kind
 
 
 def records(n: int, seed: int, sort: bool = True) -> np.ndarray:
@@ -59,3 +62,68 @@ def test_sort_in_place_is_a_stable_sort(max_runs: int) -> None:
         got = Columns(cols).sort_by_time_in_place(max_runs=max_runs)
         want = np.argsort(ts, kind="stable")
         assert (got["a0"] == want).all() and (got["ts"] == ts[want]).all()
+
+
+def sparse_records(n: int, seed: int, density: float) -> np.ndarray:
+    ev = records(n, seed)
+    rng = np.random.default_rng(seed + 100)
+    for name in ("aux", "a1", "a3", "a5"):
+        at = rng.random(n) < density
+        ev[name][at] = rng.integers(1, 2**15, int(at.sum()))
+    return ev
+
+
+@pytest.mark.parametrize("density", [0.0, 0.001, 0.05, 0.6])
+def test_sparse_columns_select_like_a_structured_array(monkeypatch: pytest.MonkeyPatch, density: float) -> None:
+    """Mostly-zero columns kept sparse give the same values, whole or selected, as the records."""
+    monkeypatch.setattr(columns, "SPARSE_MIN_ROWS", 16)
+    ev = sparse_records(5000, 7, density)
+    cols = Columns.from_records(ev).sparse()
+    kept = [name for name, col in cols.cols.items() if isinstance(col, Sparse)]
+    assert set(kept) == ({"a2", "a4"} if density > 0.5 else set(columns.MOSTLY_ZERO))  # the filled ones stay whole
+    rng = np.random.default_rng(8)
+    assert np.array_equal(cols.to_records(), ev)
+    for _ in range(60):
+        mask = rng.random(len(ev)) < rng.random()
+        assert np.array_equal(cols[mask].to_records(), ev[mask])
+        assert np.array_equal(cols.where(mask).to_records(), ev[mask])
+        idx = rng.integers(-len(ev), len(ev), int(rng.integers(0, 50)))  # unsorted, repeated, negative
+        assert np.array_equal(cols[idx].to_records(), ev[idx])
+        lo, hi, step = (int(x) for x in rng.integers(-6000, 6000, 3))
+        key = slice(lo, hi, step or 1)
+        assert np.array_equal(cols[key].to_records(), ev[key])
+        i = int(rng.integers(-len(ev), len(ev)))
+        assert all(cols[i][name] == ev[i][name] for name in columns.NAMES)
+    with pytest.raises(IndexError):
+        cols[len(ev)]["a1"]
+
+
+def test_sparse_columns_sort_in_place(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(columns, "SPARSE_MIN_ROWS", 16)
+    ev = sparse_records(3000, 9, 0.01)
+    ev["ts"][100:110] = ev["ts"][100:110][::-1].copy()  # a stretch out of order
+    ev["ts"][2000], ev["ts"][2500] = ev["ts"][2500], ev["ts"][2000]
+    want = ev[np.argsort(ev["ts"], kind="stable")]
+    for max_runs in (0, 1024):
+        got = Columns.from_records(ev).sparse().sort_by_time_in_place(max_runs=max_runs)
+        assert np.array_equal(got.to_records(), want)
+        assert isinstance(got.cols["a1"], Sparse)
+
+
+def test_a_read_trace_keeps_allocator_arguments_sparse(tmp_path: Path) -> None:
+    """Reading a trace keeps the mostly-zero columns sparse and every value as written."""
+    from tracer.tracefile import TraceWriter, open_trace
+
+    n = columns.SPARSE_MIN_ROWS * 2
+    ev = sparse_records(n, 11, 0.002)
+    ev["kind"] = np.where(ev["a0"] % 2, Kind.MALLOC, Kind.FREE)  # kinds a recording writes
+    path = str(tmp_path / "t.trace")
+    w = TraceWriter(path)
+    w.start({"pid": 1, "command": ["x"]})
+    for lo in range(0, n, 50_000):
+        w.write(Columns.from_records(ev[lo : lo + 50_000]))
+    w.close({"lost_total": 0})
+    got = open_trace(path).columns
+    assert all(isinstance(got.cols[name], Sparse) for name in columns.MOSTLY_ZERO)
+    assert np.array_equal(got.to_records(), ev)
+    assert got.nbytes < 0.6 * ev.nbytes
