@@ -272,7 +272,7 @@ class blocks:  # noqa: N801
     def pointer_out(ev: Events) -> np.ndarray:
         """The pointer each call handed out (``ret``; posix_memalign's stored pointer when it
         returned 0), as uint64; meaningful for the allocation kinds."""
-        kind, ret = ev["kind"], ev["ret"].astype(np.uint64)
+        kind, ret = ev["kind"], np.ascontiguousarray(ev["ret"]).view(np.uint64)  # a view: ret is int64
         memalign = kind == Kind.POSIX_MEMALIGN
         if not memalign.any():
             return ret

@@ -29,7 +29,7 @@ from tracer import fields as ef
 from tracer.analysis import chunks as ch
 from tracer.analysis import heapscan, otheralloc
 from tracer.analysis import thresholds as thr
-from tracer.analysis.allocmodel import pairing
+from tracer.analysis.allocmodel import index_dtype, pairing
 from tracer.analysis.cache import cached
 from tracer.analysis.model import Timeline, build, own_events
 from tracer.analysis.residency import Absent, absent, resident
@@ -80,7 +80,7 @@ class HeapChunks:
 
     @classmethod
     def of(cls, b: ch.Blocks, sel: np.ndarray) -> HeapChunks:
-        idx = np.flatnonzero(sel)
+        idx = np.flatnonzero(sel).astype(index_dtype(len(sel)))
         start = (b.ptr[idx] - np.uint64(ch.HEADER)).astype(np.int64)
         order = np.argsort(start, kind="stable")
         idx, start = idx[order], start[order]
@@ -132,7 +132,7 @@ def _model(trace: Trace, tl: Timeline) -> Model:
                                    mp["prot"][inside].to_numpy(np.int64)], axis=1) if len(mp)
                          else np.zeros((0, 3), dtype=np.int64))
     out.mmapped = np.flatnonzero(b.mmapped)
-    heaped = np.flatnonzero(~b.mmapped)
+    heaped = np.flatnonzero(~b.mmapped).astype(index_dtype(len(b)))
     out.by_opened = heaped[np.argsort(b.opened[heaped], kind="stable")]
     return out
 

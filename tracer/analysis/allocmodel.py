@@ -122,7 +122,14 @@ def opens_and_closes(ev: Events) -> tuple[np.ndarray, np.ndarray]:
     closed = ((k == Kind.FREE) | (k == Kind.DELETE)) & (ptr_in != 0)
     closed |= resize & (ptr_in != 0) & ((ev["ret"] != 0) | (blocks.requested_size(ev) == 0))
     opened = _IS_ALLOC.take(k, mode="clip") & (blocks.pointer_out(ev) != 0)
-    return np.flatnonzero(opened), np.flatnonzero(closed)
+    kind = index_dtype(len(k))
+    return np.flatnonzero(opened).astype(kind), np.flatnonzero(closed).astype(kind)
+
+
+def index_dtype(n: int) -> type[np.signedinteger]:
+    """The integer type of indexes into ``n`` rows: int32 while it holds them (half the memory of
+    the per-call arrays a large trace keeps), else int64."""
+    return np.int32 if n < 2**31 - 1 else np.int64
 
 
 def call_order(opens: np.ndarray, closes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -146,7 +153,7 @@ def ended_by(opens: np.ndarray, closes: np.ndarray, opened_at: np.ndarray, close
     order = np.argsort(ptr, kind="stable")  # by pointer, in call order at each
     ptr, number = ptr[order], number[order]
     at = np.flatnonzero((ptr[1:] == ptr[:-1]) & (number[1:] < 0) & (number[:-1] >= 0))
-    out = np.full(len(opens), -1, dtype=np.int64)
+    out = np.full(len(opens), -1, dtype=index_dtype(rows))
     out[number[at]] = -1 - number[at + 1]
     return out
 
@@ -171,14 +178,14 @@ def live_series(ev: Events, start: Blocks | None = None,
     seq[at_open], seq[at_close] = opens, closes
     delta_bytes = np.empty(len(seq), dtype=np.int64)
     delta_bytes[at_open], delta_bytes[at_close] = size, -close_size
-    delta_blocks = np.empty(len(seq), dtype=np.int64)
-    delta_blocks[at_open], delta_blocks[at_close] = 1, -matched.astype(np.int64)
+    delta_blocks = np.empty(len(seq), dtype=np.int32)  # fewer blocks than 2^31 rows: a count fits
+    delta_blocks[at_open], delta_blocks[at_close] = 1, -matched.astype(np.int32)
     live = np.flatnonzero(~ended)
     live = live[np.argsort(blocks.pointer_out(ev)[opens][live], kind="stable")]  # by pointer
     return LiveSeries(
         ts=ev["ts"][seq],
         live_bytes=np.cumsum(delta_bytes),
-        live_blocks=np.cumsum(delta_blocks),
+        live_blocks=np.cumsum(delta_blocks, dtype=index_dtype(len(seq))),
         unmatched_frees=int((~matched).sum()),
         open_ptr=blocks.pointer_out(ev)[opens][live],
         open_size=size[live],

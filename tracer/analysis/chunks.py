@@ -74,27 +74,30 @@ class Blocks:
 def blocks(ev: Events, paired: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> Blocks:
     """The blocks of ``ev`` (one process's events from its last exec, in time order); ``paired``:
     allocmodel.pairs of ``ev`` when already known."""
+    # every whole-trace column is indexed at once: only the opens' and closes' values are kept
     k = np.ascontiguousarray(ev["kind"])
-    ptr_in = ef.blocks.pointer_in(ev)
-    out_ptr = ef.blocks.pointer_out(ev)
-    size = ef.blocks.requested_size(ev).astype(np.int64)
-    resize = (k == Kind.REALLOC) | (k == Kind.REALLOCARRAY)
     op, closes, ends = paired if paired is not None else pairs(ev)
     cl = np.where(ends >= 0, closes[np.maximum(ends, 0)], -1) if len(closes) else np.full(len(op), -1)
+    ended, at_close = cl >= 0, np.maximum(cl, 0)
     matched = np.zeros(len(closes), dtype=bool)
     matched[ends[ends >= 0]] = True
-    ts = ev["ts"].astype(np.int64)
+    ts = np.ascontiguousarray(ev["ts"]).view(np.int64)  # times fit in an int64 (tracecheck.values)
     tid = np.ascontiguousarray(ev["tid"])
+    size = ef.blocks.requested_size(ev)[op].astype(np.int64)
+    kind_op = k[op]
+    resize = (kind_op == Kind.REALLOC) | (kind_op == Kind.REALLOCARRAY)
+    closed = np.where(ended, ts[at_close], NEVER)
     n = len(op)
     b = Blocks(
-        ptr=out_ptr[op], size=size[op], chunk=chunk_size(size[op]), mmapped=np.zeros(n, dtype=bool),
-        opened=ts[op], closed=np.where(cl >= 0, ts[np.maximum(cl, 0)], NEVER),
-        open_tid=tid[op], close_tid=np.where(cl >= 0, tid[np.maximum(cl, 0)], 0),
-        close_kind=np.where(cl >= 0, k[np.maximum(cl, 0)], 0).astype(np.uint16),
-        tcache_take=((k[op] == Kind.MALLOC) | (k[op] == Kind.NEW) | (resize[op] & (ptr_in[op] == 0))),
-        went=np.full(n, BIN, dtype=np.int8), occupied_until=np.where(cl >= 0, ts[np.maximum(cl, 0)], NEVER),
+        ptr=ef.blocks.pointer_out(ev)[op], size=size, chunk=chunk_size(size), mmapped=np.zeros(n, dtype=bool),
+        opened=ts[op], closed=closed,
+        open_tid=tid[op], close_tid=np.where(ended, tid[at_close], 0),
+        close_kind=np.where(ended, k[at_close], 0).astype(np.uint16),
+        tcache_take=(kind_op == Kind.MALLOC) | (kind_op == Kind.NEW) | (resize & (ef.blocks.pointer_in(ev)[op] == 0)),
+        went=np.full(n, BIN, dtype=np.int8), occupied_until=closed.copy(),
         unmatched=closes[~matched],
     )
+    del closed, at_close, ended, cl, kind_op, resize
     _mark_mmapped(ev, k, b, op)
     return b
 
@@ -104,15 +107,21 @@ def _mark_mmapped(ev: Events, k: np.ndarray, b: Blocks, op: np.ndarray) -> None:
     maps = np.flatnonzero(((k == Kind.MMAP) | (k == Kind.MREMAP)) & ef.ok(ev))
     if not len(maps) or not len(op):
         return
-    start = ev["ret"][maps].astype(np.uint64)
-    length = np.where(k[maps] == Kind.MMAP, ef.mmap.length(ev)[maps], ef.mremap.new_length(ev)[maps]).astype(np.int64)
-    mts, mtid = ev["ts"][maps].astype(np.int64), ev["tid"][maps]
+    m = ev[maps]
+    start = np.ascontiguousarray(m["ret"]).view(np.uint64)
+    length = np.where(k[maps] == Kind.MMAP, ef.mmap.length(m), ef.mremap.new_length(m)).astype(np.int64)
+    mts, mtid = m["ts"].astype(np.int64), m["tid"]
     by = np.lexsort((mts, start))
     start, length, mts, mtid = start[by], length[by], mts[by], mtid[by]
+    # only blocks whose chunk starts where a mapping does: the few that can be mapped by malloc
     chunk = b.ptr - np.uint64(HEADER)
-    call_end = b.opened + ev["dur"][op].astype(np.int64)
-    # the last mapping at that address made at or before the call's end
     j = np.searchsorted(start, chunk, side="right") - 1
+    cand = np.flatnonzero((j >= 0) & (start[np.maximum(j, 0)] == chunk))
+    del j
+    chunk, j = chunk[cand], np.searchsorted(start, chunk[cand], side="right") - 1
+    opened, tid = b.opened[cand], b.open_tid[cand]
+    call_end = opened + np.ascontiguousarray(ev["dur"])[op[cand]].view(np.int64)
+    # the last mapping at that address made at or before the call's end
     while True:  # step back over later mappings at the same address (rare: one or two)
         jj = np.maximum(j, 0)
         later = (j >= 0) & (start[jj] == chunk) & (mts[jj] > call_end)
@@ -120,9 +129,9 @@ def _mark_mmapped(ev: Events, k: np.ndarray, b: Blocks, op: np.ndarray) -> None:
             break
         j = np.where(later, j - 1, j)
     jj = np.maximum(j, 0)
-    hit = (j >= 0) & (start[jj] == chunk) & (mts[jj] >= b.opened) & (mts[jj] <= call_end) & (mtid[jj] == b.open_tid)
-    b.mmapped[hit] = True
-    b.chunk[hit] = length[jj][hit]
+    hit = (j >= 0) & (start[jj] == chunk) & (mts[jj] >= opened) & (mts[jj] <= call_end) & (mtid[jj] == tid)
+    b.mmapped[cand[hit]] = True
+    b.chunk[cand[hit]] = length[jj][hit]
 
 
 def occupancy(b: Blocks, ev: Events, arena_of: np.ndarray, tcache: bool = True, fastbins: bool = True) -> None:

@@ -153,7 +153,7 @@ def _build(trace: Trace, pid: int) -> Timeline:
                               "shmem": [snap["rss"]["shmem"]], "anon_high": [snap["rss"]["anon"]]})
         rss = pd.concat([first, rss], ignore_index=True)
     ls = process_live(trace, pid)
-    live = pd.DataFrame({"ts": ls.ts.astype(np.int64), "live_bytes": ls.live_bytes, "live_blocks": ls.live_blocks},
+    live = pd.DataFrame({"ts": ls.ts.view(np.int64), "live_bytes": ls.live_bytes, "live_blocks": ls.live_blocks},
                         copy=False)  # no 2-D block: pandas would copy every column into one
     return Timeline(pid, t0, start_brk, breaks, mp, releases, rss, live, anon, ls.unmatched_frees, page)
 
