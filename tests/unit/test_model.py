@@ -63,10 +63,14 @@ def test_memory_on_one_axis(sample) -> None:
     assert m["anon_mapped"].max() - m["anon_mapped"].iloc[-1] >= 32 * PAGE
 
 
-@pytest.mark.parametrize("threads", [3, 40])  # the per-thread scan and the grouped one
-def test_last_before_matches_a_plain_search(threads: int) -> None:
+@pytest.mark.parametrize("steps", [0, 2, 64])  # by thread only, stepping back then by thread, stepping back
+@pytest.mark.parametrize("threads", [1, 3, 40])  # the per-thread scan and the grouped one
+def test_last_before_matches_a_plain_search(monkeypatch: pytest.MonkeyPatch, threads: int, steps: int) -> None:
+    from tracer.analysis import model
     from tracer.analysis.model import _last_before
     from tracer.events import EVENT_DTYPE
+
+    monkeypatch.setattr(model, "STEPS_BACK", steps)
 
     rng = np.random.default_rng(threads)
     ev = np.zeros(5000, dtype=EVENT_DTYPE)

@@ -265,12 +265,39 @@ FREE_WINDOW_NS = 1_000_000  # a free()'s own syscalls follow its entry within th
 _CONTEXT = np.array([Kind.BRK, Kind.MMAP, Kind.MUNMAP, Kind.MREMAP, Kind.MADVISE, Kind.MPROTECT], dtype=np.uint16)
 
 
+STEPS_BACK = 64  # candidates of other threads stepped over per query before grouping by thread
+
+
 def _last_before(ev: Events, cand: np.ndarray, q_ts: np.ndarray, q_tid: np.ndarray, strict: bool) -> np.ndarray:
     """For each query (time, thread): the index in ``ev`` of the thread's last event among the ``cand``
-    indices at or before that time (strictly before when ``strict``), or -1. ``ev`` is in time order."""
+    indices (ascending) at or before that time (strictly before when ``strict``), or -1. ``ev`` is in
+    time order: each query starts at the last candidate of any thread then and steps back over
+    other threads' (a few at most, as a rule); the queries still open then are found by thread."""
     out = np.full(len(q_ts), -1, dtype=np.int64)
     if not len(cand) or not len(q_ts):
         return out
+    ev_ts, ev_tid = ev["ts"], ev["tid"]
+    q = np.asarray(q_ts, dtype=np.int64)
+    at = np.searchsorted(ev_ts, np.maximum(q, 0).astype(ev_ts.dtype), side="left" if strict else "right") - 1
+    at[q < 0] = -1  # (times are not negative)
+    k = np.searchsorted(cand, at, side="right") - 1
+    pending = np.flatnonzero(k >= 0)
+    for _ in range(STEPS_BACK):
+        if not len(pending):
+            return out
+        same = ev_tid[cand[k[pending]]] == q_tid[pending]
+        out[pending[same]] = cand[k[pending[same]]]
+        pending = pending[~same]
+        k[pending] -= 1
+        pending = pending[k[pending] >= 0]
+    if len(pending):
+        out[pending] = _by_thread(ev, cand, q_ts[pending], q_tid[pending], strict)
+    return out
+
+
+def _by_thread(ev: Events, cand: np.ndarray, q_ts: np.ndarray, q_tid: np.ndarray, strict: bool) -> np.ndarray:
+    """:func:`_last_before`, by grouping the candidates by thread."""
+    out = np.full(len(q_ts), -1, dtype=np.int64)
     ts, tid = ev["ts"][cand].astype(np.int64), ev["tid"][cand]
     threads = np.unique(q_tid)
     if len(threads) > 8:  # many threads: group the candidates by thread once
