@@ -79,3 +79,11 @@ def test_scan_equals_the_plain_layout_at_every_moment(seed: int) -> None:
     for j, t in enumerate(ts.tolist()):
         want = _plain(start, chunk, opened, until, closed, went, size, t, hi[j], own_end[j], end[j])
         assert {k: int(v[j]) for k, v in got.items()} == want, t
+    # the same chunks as rows of unordered per-block arrays, named by their rows in address order
+    rows = rng.permutation(n).astype(np.int32)
+    spread = [np.empty_like(a) for a in (chunk, opened, until, closed, went, size)]
+    for a, b in zip(spread, (chunk, opened, until, closed, went, size), strict=True):
+        a[rows] = b
+    by_row = heapscan.scan(start, *spread[:4], spread[4], spread[5], ts, hi, own_end, end, PAGE, CACHED, FAST,
+                           idx=rows)
+    assert all(np.array_equal(by_row[k], got[k]) for k in got)

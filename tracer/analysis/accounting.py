@@ -139,7 +139,7 @@ def _model(trace: Trace, tl: Timeline) -> Model:
 
 def _arena_of(ptr: np.ndarray, heaps: list[int]) -> np.ndarray:
     """0 for the main heap, else 1 + the index of the thread-arena heap holding the pointer."""
-    out = np.zeros(len(ptr), dtype=np.int64)
+    out = np.zeros(len(ptr), dtype=np.int32)  # fewer arenas than 2^31
     if heaps:
         h = np.array(heaps, dtype=np.uint64)
         j = np.searchsorted(h, ptr, side="right") - 1
@@ -171,9 +171,8 @@ def _heaps(m: Model, lo: int, hi: np.ndarray, end: np.ndarray, ts: np.ndarray,
     if not main and hc.earliest >= 0:  # a thread heap: its first thread's tcache goes when that thread ends
         ended = m.exits.get(int(b.open_tid[hc.earliest]), ch.NEVER) <= ts
         own_end = np.where(ended & ever, first - TCACHE_STRUCT, own_end)
-    f = heapscan.scan(hc.start, b.chunk[idx], b.opened[idx], b.occupied_until[idx], b.closed[idx], b.went[idx],
-                      b.size[idx], ts, hi, own_end, end, m.page, ch.CACHED, ch.FAST,
-                      (gone.start, gone.end, gone.cum, gone.lo, gone.hi))
+    f = heapscan.scan(hc.start, b.chunk, b.opened, b.occupied_until, b.closed, b.went, b.size, ts, hi, own_end, end,
+                      m.page, ch.CACHED, ch.FAST, (gone.start, gone.end, gone.cum, gone.lo, gone.hi), idx=idx)
     out: list[dict[str, Any] | None] = []
     for j in range(len(ts)):
         if not ever[j] and not (main and end[j] > lo):
@@ -377,5 +376,4 @@ def main_free_runs(trace: Trace, ts: int, pid: int | None = None) -> np.ndarray:
     at = int(np.searchsorted(-hc.first_opened, -ts, side="left"))  # as _heaps finds glibc's own chunks' end
     if at >= len(idx) or int(hc.start[at]) + ch.HEADER >= hi:
         return np.zeros((0, 2), dtype=np.int64)
-    return heapscan.free_runs(hc.start, b.chunk[idx], b.opened[idx], b.occupied_until[idx], ts, hi,
-                              int(hc.start[at]))
+    return heapscan.free_runs(hc.start, b.chunk, b.opened, b.occupied_until, ts, hi, int(hc.start[at]), idx=idx)

@@ -30,8 +30,8 @@ _F = {name: i for i, name in enumerate(FIGURES)}
 
 
 @njit(cache=True, nogil=True)
-def _scan(start: np.ndarray, chunk: np.ndarray, opened: np.ndarray, until: np.ndarray, closed: np.ndarray,
-          went: np.ndarray, size: np.ndarray, ts: np.ndarray, hi: np.ndarray, own_end: np.ndarray,
+def _scan(start: np.ndarray, idx: np.ndarray, chunk: np.ndarray, opened: np.ndarray, until: np.ndarray,
+          closed: np.ndarray, went: np.ndarray, size: np.ndarray, ts: np.ndarray, hi: np.ndarray, own_end: np.ndarray,
           heap_end: np.ndarray, page: int, cached_code: int, fast_code: int, ab_s: np.ndarray, ab_e: np.ndarray,
           ab_cum: np.ndarray, ab_lo: np.ndarray, ab_hi: np.ndarray) -> np.ndarray:  # pragma: no cover
     m = len(ts)
@@ -43,10 +43,11 @@ def _scan(start: np.ndarray, chunk: np.ndarray, opened: np.ndarray, until: np.nd
     out[:, 12] = -1
     mask = ~(page - 1)
     for i in range(len(start)):
+        k = idx[i]  # the chunk's row in the per-block arrays
         s = start[i]
-        e = s + chunk[i]
-        j = np.searchsorted(ts, opened[i])  # the first moment at or after it was opened
-        while j < m and ts[j] < until[i]:
+        e = s + chunk[k]
+        j = np.searchsorted(ts, opened[k])  # the first moment at or after it was opened
+        while j < m and ts[j] < until[k]:
             if s + HEADER >= hi[j]:
                 j += 1
                 continue
@@ -65,17 +66,17 @@ def _scan(start: np.ndarray, chunk: np.ndarray, opened: np.ndarray, until: np.nd
                     cur_s[j], cur_e[j] = ps, s
             elif gap > 0:
                 out[j, 4] += gap
-            live = closed[i] > ts[j]
+            live = closed[k] > ts[j]
             if live:
-                out[j, 9] += size[i]
+                out[j, 9] += size[k]
                 out[j, 10] += 1
-                out[j, 11] += chunk[i]
+                out[j, 11] += chunk[k]
                 if e > out[j, 13]:
                     out[j, 12] = i
                     out[j, 13] = e
                     out[j, 14] = gap if gap > 0 else 0
-            elif went[i] == fast_code:
-                out[j, 5] += chunk[i]
+            elif went[k] == fast_code:
+                out[j, 5] += chunk[k]
                 out[j, 6] += 1
                 if cur_e[j] == s:
                     cur_e[j] = e
@@ -83,8 +84,8 @@ def _scan(start: np.ndarray, chunk: np.ndarray, opened: np.ndarray, until: np.nd
                     if cur_s[j] >= 0:
                         out[j, 15] += _pages(cur_s[j], cur_e[j], page, mask, ab, ab_lo[j], ab_hi[j])
                     cur_s[j], cur_e[j] = s, e
-            elif went[i] == cached_code:
-                out[j, 7] += chunk[i]
+            elif went[k] == cached_code:
+                out[j, 7] += chunk[k]
                 out[j, 8] += 1
             if e > maxend[j]:
                 maxend[j] = e
@@ -134,42 +135,48 @@ def _inside(a: int, b: int, s: np.ndarray, e: np.ndarray, cum: np.ndarray, lo: i
 def scan(start: np.ndarray, chunk: np.ndarray, opened: np.ndarray, until: np.ndarray, closed: np.ndarray,
          went: np.ndarray, size: np.ndarray, ts: np.ndarray, hi: np.ndarray, own_end: np.ndarray,
          heap_end: np.ndarray, page: int, cached_code: int, fast_code: int,
-         absent: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
-         ) -> dict[str, np.ndarray]:
+         absent: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
+         idx: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The figures of one heap at the moments ``ts`` (ascending): its chunks ``start`` (ascending),
-    ``chunk`` bytes, ``opened``/``until``/``closed`` times, ``went`` and requested ``size``; per
+    ``chunk`` bytes, ``opened``/``until``/``closed`` times, ``went`` and requested ``size`` (the
+    chunk at ``start[i]`` is row ``idx[i]`` of those, ``i`` without ``idx``: no gathered copies); per
     moment, chunks whose pointer is at or above ``hi`` are not in it (the main heap ends at the
     break), glibc's own chunks end at ``own_end`` and the heap at ``heap_end``. ``absent``: (starts,
     ends, prefix sums, and per moment the first and past-last index) of pages not in RAM."""
     if absent is None:
         z = np.zeros(0, dtype=np.int64)
         absent = (z, z, np.zeros(1, dtype=np.int64), np.zeros(len(ts), np.int64), np.zeros(len(ts), np.int64))
-    out = _scan(start, chunk, opened, until, closed, went, size, ts, hi, own_end, heap_end, page,
-                cached_code, fast_code, *absent)
+    out = _scan(start, _rows(start, idx), chunk, opened, until, closed, went, size, ts, hi, own_end, heap_end,
+                page, cached_code, fast_code, *absent)
     return {name: out[:, i] for name, i in _F.items()}
 
 
 @njit(cache=True, nogil=True)
-def _runs(start: np.ndarray, chunk: np.ndarray, opened: np.ndarray, until: np.ndarray, t: int, hi: int,
-          own_end: int) -> np.ndarray:  # pragma: no cover - compiled
+def _runs(start: np.ndarray, idx: np.ndarray, chunk: np.ndarray, opened: np.ndarray, until: np.ndarray, t: int,
+          hi: int, own_end: int) -> np.ndarray:  # pragma: no cover - compiled
     out = np.zeros((len(start) + 1, 2), dtype=np.int64)
     n = 0
     maxend = own_end
     for i in range(len(start)):
+        k = idx[i]
         s = start[i]
-        if opened[i] > t or until[i] <= t or s + HEADER >= hi:
+        if opened[k] > t or until[k] <= t or s + HEADER >= hi:
             continue
         if s - maxend >= MINSIZE:
             out[n, 0], out[n, 1] = maxend, s
             n += 1
-        if s + chunk[i] > maxend:
-            maxend = s + chunk[i]
+        if s + chunk[k] > maxend:
+            maxend = s + chunk[k]
     return out[:n]
 
 
 def free_runs(start: np.ndarray, chunk: np.ndarray, opened: np.ndarray, until: np.ndarray, t: int, hi: int,
-              own_end: int) -> np.ndarray:
+              own_end: int, idx: np.ndarray | None = None) -> np.ndarray:
     """The free chunks in the bins of one heap at moment ``t``, as (start, end) rows in address
     order: the same walk as :func:`scan` (gaps of at least MINSIZE between occupied chunks), listed
     instead of summed."""
-    return _runs(start, chunk, opened, until, int(t), int(hi), int(own_end))
+    return _runs(start, _rows(start, idx), chunk, opened, until, int(t), int(hi), int(own_end))
+
+
+def _rows(start: np.ndarray, idx: np.ndarray | None) -> np.ndarray:
+    return np.arange(len(start), dtype=np.int32) if idx is None else idx  # any integer type: compiled per type
