@@ -59,11 +59,24 @@ class Sparse:
             j = int(np.searchsorted(self.pos, at))
             return self.val[j] if j < len(self.pos) and self.pos[j] == at else self.val.dtype.type(0)
         if not len(index) or index[0] < 0 or not bool((index[1:] > index[:-1]).all()):
-            return self.dense()[index]
+            return self._looked_up(index)
         j = np.searchsorted(index, self.pos)
         hit = j < len(index)
         hit[hit] = index[j[hit]] == self.pos[hit]
         return compact(len(index), j[hit], self.val[hit])
+
+    def _looked_up(self, index: np.ndarray) -> np.ndarray:
+        """The values at any ``index`` (unordered, repeated, negative), each found among the few
+        non-zero ones: no whole column made."""
+        if len(index) and (int(index.min()) < -self.n or int(index.max()) >= self.n):
+            raise IndexError(f"an index is out of bounds for a column of {self.n}")
+        at = np.where(index < 0, index + self.n, index)
+        j = np.minimum(np.searchsorted(self.pos, at), max(len(self.pos) - 1, 0))
+        out = np.zeros(len(index), dtype=self.val.dtype)
+        if len(self.pos):
+            hit = self.pos[j] == at
+            out[hit] = self.val[j[hit]]
+        return out
 
     def slice(self, key: slice) -> np.ndarray | Sparse:
         start, stop, step = key.indices(self.n)

@@ -94,8 +94,9 @@ def test_sparse_columns_select_like_a_structured_array(monkeypatch: pytest.Monke
         assert np.array_equal(cols[key].to_records(), ev[key])
         i = int(rng.integers(-len(ev), len(ev)))
         assert all(cols[i][name] == ev[i][name] for name in columns.NAMES)
-    with pytest.raises(IndexError):
-        cols[len(ev)]["a1"]
+    for bad in (len(ev), np.array([3, len(ev)]), np.array([-len(ev) - 1])):
+        with pytest.raises(IndexError):
+            cols[bad]["a1"]
 
 
 def test_sparse_columns_sort_in_place(monkeypatch: pytest.MonkeyPatch) -> None:

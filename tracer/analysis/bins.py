@@ -98,7 +98,7 @@ def numbered(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if len(values) and values.min() >= 0 and top < TABLE_MAX:
         seen = np.zeros(top + 1, dtype=bool)
         seen[values] = True
-        place = np.cumsum(seen) - 1
+        place = (np.cumsum(seen) - 1).astype(np.int32)  # fewer distinct values than the table holds
         return np.flatnonzero(seen), place[values]
     uniq, inverse = np.unique(values, return_inverse=True)
     return uniq, inverse.astype(np.int64)

@@ -24,7 +24,7 @@ import numpy as np
 
 from tracer import fields as ef
 from tracer.analysis import bins
-from tracer.analysis.allocmodel import pairs
+from tracer.analysis.allocmodel import index_dtype, pairs
 from tracer.columns import Events
 from tracer.events import Kind
 
@@ -148,13 +148,14 @@ def occupancy(b: Blocks, ev: Events, arena_of: np.ndarray, tcache: bool = True, 
     exits = np.flatnonzero(k == Kind.EXIT)
     # one time-ordered list of what can change a tcache or fastbin: (ts, order, what, index); the
     # order breaks ties of ts (a large request consolidates first, exits come last)
+    rows = index_dtype(max(len(b), len(k)))
     parts = [
-        (b.opened[big_alloc], 0, bins.CONSOLIDATE, np.flatnonzero(big_alloc)),
-        (ev["ts"][trig].astype(np.int64), 0, bins.CONSOLIDATE, np.full(len(trig), -1)),
-        (b.closed[freed], 1, bins.FREE, np.flatnonzero(freed)),
-        (b.closed[big_free], 1, bins.CONSOLIDATE, np.flatnonzero(big_free)),
-        (b.opened[small], 2, bins.HAND_OUT, np.flatnonzero(small)),
-        (ev["ts"][exits].astype(np.int64), 3, bins.EXIT, exits),
+        (b.opened[big_alloc], 0, bins.CONSOLIDATE, np.flatnonzero(big_alloc).astype(rows)),
+        (ev["ts"][trig].astype(np.int64), 0, bins.CONSOLIDATE, np.full(len(trig), -1, dtype=rows)),
+        (b.closed[freed], 1, bins.FREE, np.flatnonzero(freed).astype(rows)),
+        (b.closed[big_free], 1, bins.CONSOLIDATE, np.flatnonzero(big_free).astype(rows)),
+        (b.opened[small], 2, bins.HAND_OUT, np.flatnonzero(small).astype(rows)),
+        (ev["ts"][exits].astype(np.int64), 3, bins.EXIT, exits.astype(rows)),
     ]
     ts = np.concatenate([p[0] for p in parts])
     if not len(ts) or not len(b):
@@ -172,7 +173,7 @@ def _walk(b: Blocks, order: np.ndarray, ts: np.ndarray, what: np.ndarray, idx: n
     (:func:`tracer.analysis.bins.walk`, compiled); returns the mismatches."""
     small = b.chunk <= TCACHE_MAX_CHUNK
     cls = np.where(small, (b.chunk - MINSIZE) // 16, 0).astype(np.int32)  # only small chunks take steps
-    threads, number = bins.numbered(np.concatenate([b.open_tid, b.close_tid]).astype(np.int64))
+    threads, number = bins.numbered(np.concatenate([b.open_tid, b.close_tid]))
     n = len(b)
     return int(bins.walk(order, ts, what, idx, cls, number[:n], number[n:], arena_of, threads.astype(np.int64),
                          int(arena_of.max(initial=0)) + 1, ev_tid, b.ptr, b.chunk <= FASTBIN_MAX_CHUNK,
