@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from tracer.analysis import allocmodel
 from tracer.analysis.allocmodel import inherited, live_series
 from tracer.events import EVENT_DTYPE, Kind
 from tracer.fields import blocks
@@ -125,3 +127,17 @@ def test_threads_and_execd_children_inherit_nothing() -> None:
     ev = np.concatenate([parent, _fork(4000, 10, 11), execd, _fork(7000, 10, 12, thread=True)])
     assert inherited(ev, 11) is None
     assert inherited(ev, 12) is None
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_call_order_places_every_call_as_a_search_would(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    kind = rng.integers(0, 4, 2000)  # 0 open, 1 close, 2 both (a realloc), 3 neither
+    events = np.arange(len(kind))
+    opens, closes = events[(kind == 0) | (kind == 2)], events[(kind == 1) | (kind == 2)]
+    if seed == 3:
+        opens = opens[:0]
+    at_open, at_close = allocmodel.call_order(opens, closes)
+    assert np.array_equal(at_open, np.arange(len(opens)) + np.searchsorted(closes, opens, side="right"))
+    assert np.array_equal(at_close, np.arange(len(closes)) + np.searchsorted(opens, closes, side="left"))
+    assert np.array_equal(np.sort(np.concatenate([at_open, at_close])), np.arange(len(opens) + len(closes)))

@@ -134,9 +134,21 @@ def index_dtype(n: int) -> type[np.signedinteger]:
 
 def call_order(opens: np.ndarray, closes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Where each open and each close (ascending event indexes) goes among all of them in call
-    order, a call's close before its open: (places of the opens, places of the closes)."""
-    return (np.arange(len(opens)) + np.searchsorted(closes, opens, side="right"),
-            np.arange(len(closes)) + np.searchsorted(opens, closes, side="left"))
+    order, a call's close before its open: (places of the opens, places of the closes). Counted
+    over the events (closes at or before each, opens before each) rather than searched: a search
+    of millions of places among millions takes twice as long."""
+    events = int(max(opens[-1] if len(opens) else -1, closes[-1] if len(closes) else -1)) + 1
+    kind = index_dtype(events + 1)
+    mark = np.zeros(events, dtype=kind)
+    mark[closes] = 1
+    closes_to = np.cumsum(mark, dtype=kind)
+    at_open = np.arange(len(opens)) + closes_to[opens]
+    del closes_to
+    mark[:] = 0
+    mark[opens] = 1
+    opens_before = np.cumsum(mark, dtype=kind)
+    opens_before -= mark
+    return at_open, np.arange(len(closes)) + opens_before[closes]
 
 
 def ended_by(opens: np.ndarray, closes: np.ndarray, opened_at: np.ndarray, closed_at: np.ndarray) -> np.ndarray:
